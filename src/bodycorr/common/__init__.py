@@ -1,0 +1,1 @@
+"""Shared low-level utilities (errors, atomic files, caches): importable from every layer."""

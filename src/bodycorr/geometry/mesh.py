@@ -1,0 +1,143 @@
+"""Triangle meshes and point clouds: typed containers checked at the boundary, in metres."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bodycorr.common.errors import BodycorrError
+
+
+@dataclass(frozen=True, eq=False)
+class Mesh:
+    """A triangle mesh.
+
+    Attributes:
+        vertices: (V, 3) float64, metres.
+        faces: (F, 3) int64 vertex indices.
+        name: where it came from (a file path or a label), used in error messages.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    name: str = "mesh"
+
+    def __post_init__(self) -> None:
+        v = np.asarray(self.vertices, dtype=np.float64)
+        f = np.asarray(self.faces)
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise BodycorrError(f"{self.name}: vertices must have shape (V, 3), got {v.shape}.")
+        if v.shape[0] == 0:
+            raise BodycorrError(f"{self.name}: the mesh has no vertices. Give a non-empty mesh.")
+        if f.size == 0:
+            f = np.zeros((0, 3), dtype=np.int64)
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise BodycorrError(
+                f"{self.name}: faces must be triangles with shape (F, 3), got {f.shape}. Triangulate the mesh first."
+            )
+        if not np.issubdtype(f.dtype, np.integer):
+            raise BodycorrError(f"{self.name}: face indices must be integers.")
+        f = f.astype(np.int64, copy=False)
+        bad = ~np.isfinite(v).all(axis=1)
+        if bad.any():
+            raise BodycorrError(
+                f"{self.name}: {int(bad.sum())} vertices have NaN or infinite coordinates. Clean the file or drop them."
+            )
+        if f.size and (f.min() < 0 or f.max() >= v.shape[0]):
+            raise BodycorrError(
+                f"{self.name}: a face refers to vertex {int(f.max())} but the mesh has {v.shape[0]} vertices. The file is corrupt."
+            )
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "faces", f)
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    def face_normals(self) -> np.ndarray:
+        """(F, 3) unit face normals (zero for degenerate faces)."""
+        tri = self.vertices[self.faces]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        norm = np.linalg.norm(n, axis=1, keepdims=True)
+        return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+    def face_areas(self) -> np.ndarray:
+        """(F,) triangle areas in m²."""
+        tri = self.vertices[self.faces]
+        return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+    def vertex_normals(self) -> np.ndarray:
+        """(V, 3) area-weighted unit vertex normals."""
+        tri = self.vertices[self.faces]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2*area
+        vn = np.zeros_like(self.vertices)
+        for k in range(3):
+            np.add.at(vn, self.faces[:, k], n)
+        norm = np.linalg.norm(vn, axis=1, keepdims=True)
+        return np.divide(vn, norm, out=np.zeros_like(vn), where=norm > 0)
+
+    def edges(self) -> np.ndarray:
+        """(E, 2) unique undirected edges, sorted per row."""
+        e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
+        e.sort(axis=1)
+        return np.unique(e, axis=0)
+
+    def mean_edge_length(self) -> float:
+        e = self.edges()
+        return float(np.linalg.norm(self.vertices[e[:, 0]] - self.vertices[e[:, 1]], axis=1).mean())
+
+    def bounding_box_diagonal(self) -> float:
+        return float(np.linalg.norm(self.vertices.max(0) - self.vertices.min(0)))
+
+    def surface_points(self, face_ids: np.ndarray, barycentrics: np.ndarray) -> np.ndarray:
+        """Points on the surface. face_ids: (N,), barycentrics: (N, 3) -> (N, 3)."""
+        tri = self.vertices[self.faces[np.asarray(face_ids)]]
+        return np.einsum("nk,nkd->nd", np.asarray(barycentrics, dtype=np.float64), tri)
+
+    def require_faces(self) -> None:
+        if self.num_faces == 0:
+            raise BodycorrError(f"{self.name}: the mesh has no faces. Give a triangle mesh, or load it as a point cloud.")
+
+    def with_vertices(self, vertices: np.ndarray) -> "Mesh":
+        return Mesh(vertices, self.faces, self.name)
+
+
+@dataclass(frozen=True, eq=False)
+class PointCloud:
+    """A point cloud.
+
+    Attributes:
+        points: (N, 3) float64, metres.
+        normals: optional (N, 3) unit normals.
+        name: where it came from, used in error messages.
+    """
+
+    points: np.ndarray
+    normals: np.ndarray | None = None
+    name: str = "point cloud"
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = np.asarray(self.points, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != 3:
+            raise BodycorrError(f"{self.name}: points must have shape (N, 3), got {p.shape}.")
+        if p.shape[0] == 0:
+            raise BodycorrError(f"{self.name}: the point cloud is empty.")
+        bad = ~np.isfinite(p).all(axis=1)
+        if bad.any():
+            raise BodycorrError(f"{self.name}: {int(bad.sum())} points have NaN or infinite coordinates. Clean the file.")
+        object.__setattr__(self, "points", p)
+        if self.normals is not None:
+            n = np.asarray(self.normals, dtype=np.float64)
+            if n.shape != p.shape:
+                raise BodycorrError(f"{self.name}: normals shape {n.shape} does not match points {p.shape}.")
+            object.__setattr__(self, "normals", n)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.points.shape[0])

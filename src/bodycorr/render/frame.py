@@ -1,0 +1,65 @@
+"""Rendering a triangle mesh into a typed depth frame with per-pixel triangle and barycentrics."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from bodycorr.geometry.camera import Camera, Intrinsics
+from bodycorr.render.raycast import RayCaster
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One rendered view.
+
+    Attributes:
+        depth: (H, W) float32 z-depth in metres (distance along the optical axis), 0 = no data.
+        face: (H, W) int32 triangle seen at each pixel of the rendered mesh, -1 = background.
+        bary: (H, W, 3) float32 barycentrics of the seen point in that triangle.
+        normal: (H, W, 3) float32 unit surface normal in camera coordinates, facing the camera.
+        camera: the camera (intrinsics + pose) that took the view.
+    """
+
+    depth: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+    normal: np.ndarray
+    camera: Camera
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool: pixels that see the surface."""
+        return self.face >= 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.depth.shape)  # type: ignore[return-value]
+
+
+def render(caster: RayCaster, camera: Camera) -> Frame:
+    """Ray-cast ``caster``'s mesh through every pixel centre of ``camera``.
+
+    Returns:
+        :class:`Frame` of size (camera.intrinsics.height, camera.intrinsics.width).
+    """
+    k = camera.intrinsics
+    hits = caster.cast_camera(camera.center, camera.R, _camera_rays(k))
+    shape = (k.height, k.width)
+    return Frame(
+        depth=hits.t.reshape(shape),
+        face=hits.face.reshape(shape).astype(np.int32),
+        bary=hits.bary.reshape(shape + (3,)),
+        normal=hits.normal.reshape(shape + (3,)),
+        camera=camera,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _camera_rays(k: Intrinsics) -> np.ndarray:
+    """(H*W, 3) float32 camera-space rays through the pixel centres (z = 1), cached per intrinsics."""
+    uv = k.pixel_centers()
+    rays = np.stack([(uv[..., 0] - k.cx) / k.fx, (uv[..., 1] - k.cy) / k.fy, np.ones(uv.shape[:2])], axis=-1)
+    return np.ascontiguousarray(rays.reshape(-1, 3), dtype=np.float32)

@@ -33,7 +33,7 @@ def content_hash(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_arrays(kind: str, key: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def cached_arrays(kind: str, key: str, build: Callable[[], dict[str, np.ndarray]], compress: bool = False) -> dict[str, np.ndarray]:
     """Load ``<cache>/<kind>/<key>.npz`` or build, store atomically and return it.
 
     A corrupt cache file is rebuilt rather than trusted.
@@ -48,5 +48,5 @@ def cached_arrays(kind: str, key: str, build: Callable[[], dict[str, np.ndarray]
     arrays = build()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
     return arrays

@@ -1,0 +1,32 @@
+# Everything a fresh machine needs: `make demo` (set-up + the main job), `make test` (set-up + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: setup demo test bench preview train clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned (2.13.0 CPU): an unpinned torch drags in CUDA packages.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and not torch.version.cuda else 'torch %s is not the pinned CPU build' % v)"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/bodycorr demo -o out/demo
+
+test: setup
+	$(VENV)/bin/pytest
+
+preview: setup
+	$(VENV)/bin/bodycorr generate --preview out/preview.png
+
+bench: setup
+	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,68 @@
+"""Contact sheets of generated views: depth beside ground-truth correspondence colours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bodycorr.body.template import Template, get_template
+from bodycorr.common.fileio import atomic_path
+from bodycorr.data.views import View
+
+
+def template_colours(template: Template) -> np.ndarray:
+    """(Vt, 3) float in [0, 1]: template rest position as RGB (x→R, height→G, depth→B)."""
+    v = template.mesh.vertices
+    return ((v - v.min(0)) / np.ptp(v, axis=0)).astype(np.float32)
+
+
+def colour_view(vertex: np.ndarray, colours: np.ndarray, background: float = 1.0) -> np.ndarray:
+    """vertex: (H, W) template vertex per pixel (-1 = none) -> (H, W, 3) float image."""
+    img = np.full(vertex.shape + (3,), background, dtype=np.float32)
+    m = vertex >= 0
+    img[m] = colours[vertex[m]]
+    return img
+
+
+def shade_depth(depth: np.ndarray, background: float = 1.0) -> np.ndarray:
+    """(H, W) metres -> (H, W, 3) grey image, near = bright, normalised per image."""
+    img = np.full(depth.shape + (3,), background, dtype=np.float32)
+    m = depth > 0
+    if m.any():
+        d = depth[m]
+        lo, hi = np.percentile(d, 1), np.percentile(d, 99)
+        g = 0.85 - 0.7 * np.clip((d - lo) / max(hi - lo, 1e-6), 0, 1)
+        img[m] = g[:, None]
+    return img
+
+
+def contact_sheet(views: list[View], path: str | Path, columns: int = 6, title: str = "") -> Path:
+    """Save a PNG grid: for each view, its depth and its truth colours side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = get_template_colours()
+    n = len(views)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.6, rows * 1.8), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, v in enumerate(views):
+        r, c = divmod(i, columns)
+        axes[r, 2 * c].imshow(shade_depth(v.depth))
+        axes[r, 2 * c + 1].imshow(colour_view(v.template_vertex, cols))
+        axes[r, 2 * c].set_title(f"id {v.identity}" + (" noisy" if v.noisy else ""), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def get_template_colours() -> np.ndarray:
+    return template_colours(get_template())

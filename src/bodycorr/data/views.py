@@ -1,0 +1,193 @@
+"""Scene sampling: a person (shape + pose) seen by a depth sensor, with exact per-pixel truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from bodycorr.body.anny_model import BodyModel, get_body_model
+from bodycorr.body.shape import Split, identity_rng, sample_identity
+from bodycorr.body.template import Template, get_template
+from bodycorr.geometry.camera import Camera, Intrinsics
+from bodycorr.render.frame import Frame, render
+from bodycorr.render.noise import DepthNoiseConfig, add_depth_noise
+from bodycorr.render.raycast import RayCaster
+from bodycorr.render.rig import random_camera
+from bodycorr.render.truth import body_truth
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How training and test views are made.
+
+    Attributes:
+        size: output image side in pixels (square crops).
+        framing: "crop": the camera is placed 1.5 to 4 m away and its intrinsics are those of a
+            crop around the person, who fills ``fill`` of the image (what the descriptor network
+            sees; sensor images are cropped the same way at inference). "sensor": the raw
+            ``sensor`` preset image.
+        sensor: camera preset for ``framing="sensor"``.
+        fill: range of the fraction of the image side the person's extent covers.
+        noise: "none", "kinect_v2", or "mixed" (each view noisy with probability ``noisy_share``).
+        views_per_body: views rendered of each posed body.
+        poses_per_identity: posed bodies per identity (person).
+        population: "adult" (teenagers to elders) or "all" (children too).
+    """
+
+    size: int = 256
+    framing: Literal["crop", "sensor"] = "crop"
+    sensor: Literal["kinect_v2", "square512"] = "kinect_v2"
+    distance_range: tuple[float, float] = (1.5, 4.0)
+    elevation_deg: tuple[float, float] = (-10.0, 35.0)
+    fill: tuple[float, float] = (0.7, 0.95)
+    noise: Literal["none", "kinect_v2", "mixed"] = "mixed"
+    noisy_share: float = 0.5
+    views_per_body: int = 4
+    poses_per_identity: int = 4
+    population: Literal["adult", "all"] = "adult"
+
+    def __post_init__(self) -> None:
+        if not (16 <= self.size <= 4096):
+            raise ValueError(f"view size must be between 16 and 4096 pixels, got {self.size}")
+        if self.views_per_body < 1 or self.poses_per_identity < 1:
+            raise ValueError("views_per_body and poses_per_identity must be at least 1")
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """One depth view with truth.
+
+    Attributes:
+        depth: (H, W) float32 metres, 0 = no data.
+        template_vertex: (H, W) int32 template vertex seen at the pixel, -1 = none.
+        template_face: (H, W) int32 template triangle, -1 = none.
+        template_bary: (H, W, 3) float32 barycentrics in that triangle.
+        camera: the camera (intrinsics of the crop and pose).
+        phenotypes: (6,) the person's shape.
+        identity: identity index within its split.
+        body: index of the posed body the view shows.
+        noisy: whether sensor noise was applied.
+    """
+
+    depth: np.ndarray
+    template_vertex: np.ndarray
+    template_face: np.ndarray
+    template_bary: np.ndarray
+    camera: Camera
+    phenotypes: np.ndarray
+    identity: int
+    body: int
+    noisy: bool
+    extras: dict = field(default_factory=dict)
+
+
+def crop_intrinsics(points_world: np.ndarray, camera: Camera, size: int, fill: float, rng: np.random.Generator | None = None) -> Intrinsics:
+    """Intrinsics of a square ``size`` crop in which ``points_world`` (N, 3) span ``fill`` of the side.
+
+    The camera pose is kept; only focal length and principal point change (a crop and zoom of an
+    ideal sensor). A small random offset is applied when ``rng`` is given.
+    """
+    pc = camera.world_to_camera(points_world)
+    pc = pc[pc[:, 2] > 1e-3]
+    x, y = pc[:, 0] / pc[:, 2], pc[:, 1] / pc[:, 2]
+    lo, hi = np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
+    f = fill * size / max(float((hi - lo).max()), 1e-6)
+    centre = 0.5 * (lo + hi)
+    shift = np.zeros(2) if rng is None else rng.uniform(-1, 1, 2) * 0.5 * (1 - fill) * size
+    cx, cy = size / 2 - f * centre[0] + shift[0], size / 2 - f * centre[1] + shift[1]
+    return Intrinsics(fx=f, fy=f, cx=float(np.clip(cx, 0, size)), cy=float(np.clip(cy, 0, size)), width=size, height=size)
+
+
+def sensor_intrinsics(config: ViewConfig) -> Intrinsics:
+    return Intrinsics.kinect_v2() if config.sensor == "kinect_v2" else Intrinsics.square(512)
+
+
+class PoseSource:
+    """Anny pose parameters for a posed body: the project's pose sampler, or the rest pose.
+
+    Call ``source(n, rng) -> (n, J, 4, 4)`` Anny ``local-ref`` deltas (global yaw included).
+    """
+
+    def __init__(self, model: BodyModel, kind: Literal["sampler", "rest"] = "sampler"):
+        self.model = model
+        self.kind = kind
+        self._sampler = None
+        if kind == "sampler":
+            from bodycorr.body.pose import PoseSampler, PoseSamplerConfig
+
+            self._sampler = PoseSampler(PoseSamplerConfig(), model=model)
+
+    def __call__(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        if self._sampler is not None:
+            return self._sampler.sample(n, rng).to_anny(self.model)
+        out = np.tile(np.eye(4, dtype=np.float32), (n, self.model.num_bones, 1, 1))
+        yaw = rng.uniform(0, 2 * np.pi, n)
+        c, s = np.cos(yaw), np.sin(yaw)
+        out[:, 0, 0, 0], out[:, 0, 0, 1], out[:, 0, 1, 0], out[:, 0, 1, 1] = c, -s, s, c
+        return out
+
+
+class ViewGenerator:
+    """Makes :class:`View` objects for a split, deterministically from (seed, split, body index).
+
+    Body ``b`` is pose ``b % poses_per_identity`` of identity ``b // poses_per_identity``; its
+    views are ``b * views_per_body ...``. One generator holds one ray caster: use one per process.
+    """
+
+    def __init__(self, config: ViewConfig, split: Split, seed: int = 0, pose_kind: Literal["sampler", "rest"] = "sampler"):
+        self.config = config
+        self.split = split
+        self.seed = seed
+        self.model = get_body_model()
+        self.template: Template = get_template()
+        self.poses = PoseSource(self.model, pose_kind)
+        self._caster: RayCaster | None = None
+
+    def body(self, b: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Posed body ``b``: vertices (V, 3) full Anny topology, phenotypes (6,), identity index."""
+        ident = b // self.config.poses_per_identity
+        phen = sample_identity(self.split, ident, self.seed, self.config.population).phenotypes
+        rng = identity_rng(self.split, b, self.seed + 1_000_003)
+        pose = self.poses(1, rng)
+        verts = self.model(phen[None], pose).vertices[0]
+        # stand on the ground at the origin: feet at z = 0, centred in x, y
+        verts = verts - np.array([*verts[:, :2].mean(0), verts[:, 2].min()], dtype=np.float32)
+        return verts, phen, ident
+
+    def caster(self, vertices: np.ndarray) -> RayCaster:
+        if self._caster is None:
+            self._caster = RayCaster(vertices, self.model.faces)
+        else:
+            self._caster.update(vertices)
+        return self._caster
+
+    def views_of_body(self, b: int) -> list[View]:
+        cfg = self.config
+        verts, phen, ident = self.body(b)
+        caster = self.caster(verts)
+        rng = identity_rng(self.split, b, self.seed + 2_000_003)
+        centre = 0.5 * (verts.min(0) + verts.max(0))
+        out = []
+        for k in range(cfg.views_per_body):
+            cam = random_camera(rng, sensor_intrinsics(cfg), centre, cfg.distance_range, cfg.elevation_deg)
+            if cfg.framing == "crop":
+                cam = Camera(crop_intrinsics(verts, cam, cfg.size, rng.uniform(*cfg.fill), rng), cam.R, cam.t)
+            frame = render(caster, cam)
+            noisy = cfg.noise == "kinect_v2" or (cfg.noise == "mixed" and rng.random() < cfg.noisy_share)
+            if noisy:
+                frame = add_depth_noise(frame, DepthNoiseConfig.preset("kinect_v2"), rng)
+            out.append(self._view(frame, phen, ident, b, noisy))
+        return out
+
+    def _view(self, frame: Frame, phen: np.ndarray, ident: int, b: int, noisy: bool) -> View:
+        truth = body_truth(frame, self.template)
+        return View(
+            depth=frame.depth, template_vertex=truth.template_vertex, template_face=truth.template_face,
+            template_bary=truth.template_bary, camera=frame.camera, phenotypes=phen, identity=ident, body=b, noisy=noisy,
+        )  # fmt: skip
+
+    def view(self, i: int) -> View:
+        """View ``i`` of the split (renders its whole body: prefer :meth:`views_of_body` in loops)."""
+        return self.views_of_body(i // self.config.views_per_body)[i % self.config.views_per_body]

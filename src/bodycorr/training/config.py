@@ -1,0 +1,91 @@
+"""Frozen training configuration, loadable from named JSON configs in ``configs/``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.data.views import ViewConfig
+from bodycorr.training.targets import TargetConfig
+
+CONFIG_DIRS = (Path(__file__).resolve().parents[3] / "configs", Path(__file__).resolve().parents[1] / "configs")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (stored in every checkpoint).
+
+    Attributes:
+        model: registry name (``bodycorr.models.list_models()``); ``model_args`` its overrides.
+        heads_per_image: segmentation tasks applied to each image's pixels (Wei et al. pick one
+            task per sample; several per image train much faster).
+        pixels_per_image: foreground pixels sampled per image for the losses.
+        data: "onthefly" renders fresh people every step; "shards" reads ``bodycorr generate`` output.
+        val_views: fixed validation views (val identities) for the matching error in the log.
+    """
+
+    name: str = "custom"
+    model: str = "unet"
+    model_args: dict = field(default_factory=dict)
+    targets: TargetConfig = TargetConfig()
+    view: ViewConfig = ViewConfig(size=128)
+    data: Literal["onthefly", "shards"] = "onthefly"
+    shards: str = ""
+    batch_size: int = 16
+    steps: int = 20000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.02
+    pixels_per_image: int = 384
+    heads_per_image: int = 8
+    keypoint_weight: float = 0.5
+    parts_weight: float = 1.0
+    workers: int = 1
+    threads: int = 1
+    seed: int = 0
+    log_every: int = 25
+    val_every: int = 500
+    ckpt_every: int = 100
+    val_views: int = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = set(d) - known
+        if unknown:
+            raise BodycorrError(f"training config: unknown keys {sorted(unknown)}. Known keys: {sorted(known)}.")
+        if "targets" in d:
+            d["targets"] = TargetConfig(**d["targets"])
+        if "view" in d:
+            d["view"] = ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["view"].items()})
+        return TrainConfig(**d)
+
+    def replace(self, **kw: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def load_config(name_or_path: str) -> TrainConfig:
+    """A named config (``configs/<name>.json``) or a JSON file path."""
+    p = Path(name_or_path)
+    candidates = [p] if p.suffix == ".json" else [d / f"{name_or_path}.json" for d in CONFIG_DIRS]
+    for c in candidates:
+        if c.is_file():
+            try:
+                d = json.loads(c.read_text())
+            except json.JSONDecodeError as e:
+                raise BodycorrError(f"training config {c}: not valid JSON ({e.msg}, line {e.lineno}). Fix the file.") from None
+            d.setdefault("name", c.stem)
+            return TrainConfig.from_dict(d)
+    names = sorted({f.stem for d in CONFIG_DIRS if d.is_dir() for f in d.glob("*.json")})
+    raise BodycorrError(f"training config {name_or_path!r}: not found. Named configs: {', '.join(names) or 'none'}; or give a .json path.")

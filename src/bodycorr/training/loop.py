@@ -1,0 +1,289 @@
+"""The descriptor training loop: single process or torchrun DDP, resumable, with a live matching error."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from bodycorr.body.template import get_template
+from bodycorr.common.errors import BodycorrError
+from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_bytes_atomic
+from bodycorr.data.datasets import OnTheFlyViews, ShardDataset, stack_views
+from bodycorr.data.views import ViewGenerator
+from bodycorr.models.inputs import depth_to_input
+from bodycorr.models.io import read_torch_file, save_model_file
+from bodycorr.models.registry import checkpoint_dict, create_model
+from bodycorr.training.config import TrainConfig
+from bodycorr.training.targets import Targets, build_targets
+
+CHECKPOINT_FORMAT = 1
+
+
+def _dist() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    p = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def build_model(cfg: TrainConfig, targets: Targets) -> torch.nn.Module:
+    patches = int(targets.segmentations.max()) + 1
+    return create_model(
+        cfg.model,
+        num_segmentations=targets.num_tasks,
+        num_patches=patches,
+        num_keypoints=targets.num_landmarks,
+        **cfg.model_args,
+    )
+
+
+def sample_pixels(vertex: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``n`` random pixels with truth per image.
+
+    vertex: (B, H, W) int64, -1 = none. Returns flat pixel indices (M,) into B*H*W and image ids (M,).
+    """
+    b = vertex.shape[0]
+    flat = vertex.reshape(b, -1)
+    idx, img = [], []
+    for i in range(b):
+        fg = torch.nonzero(flat[i] >= 0, as_tuple=False)[:, 0]
+        if fg.numel() == 0:
+            continue
+        pick = fg[torch.randperm(fg.numel(), generator=gen)[:n]]
+        idx.append(pick + i * flat.shape[1])
+        img.append(torch.full_like(pick, i))
+    if not idx:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(idx), torch.cat(img)
+
+
+def losses(
+    model: torch.nn.Module,
+    heads: Any,
+    batch: dict[str, torch.Tensor],
+    seg: torch.Tensor,
+    kp: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Classification losses of one batch.
+
+    batch: ``depth`` (B, 1, H, W) metres, ``vertex`` (B, H, W). seg: (K', Vt) labels per task (the
+    last one the body parts when ``targets.parts_task``), kp: (Vt,) key-point labels.
+    """
+    x = depth_to_input(batch["depth"])
+    desc = model(x)  # (B, D, H, W)
+    b, d = desc.shape[:2]
+    pix, img = sample_pixels(batch["vertex"], cfg.pixels_per_image, gen)
+    flat = desc.permute(0, 2, 3, 1).reshape(-1, d)[pix.to(desc.device)]
+    verts = batch["vertex"].reshape(-1)[pix].to(desc.device)
+    n_seg = cfg.targets.num_segmentations
+    # Each image gets `heads_per_image` random segmentation tasks; each of its pixels is classified under all of them.
+    tasks = torch.stack([torch.randperm(n_seg, generator=gen)[: cfg.heads_per_image] for _ in range(b)]).to(desc.device)
+    h = tasks.shape[1]
+    task_ids = tasks[img.to(desc.device)].reshape(-1)  # (M*h,)
+    rep = flat.repeat_interleave(h, dim=0)
+    labels = seg[task_ids, verts.repeat_interleave(h)]
+    out = {"seg": F.cross_entropy(heads.logits(rep, task_ids), labels)}
+    if cfg.targets.parts_task and cfg.parts_weight > 0:
+        pt = torch.full_like(verts, seg.shape[0] - 1)
+        out["parts"] = F.cross_entropy(heads.logits(flat, pt), seg[pt, verts])
+    if cfg.keypoint_weight > 0:
+        out["keypoint"] = F.cross_entropy(heads.keypoint_logits(flat), kp[verts])
+    out["total"] = out["seg"] + cfg.parts_weight * out.get("parts", 0) + cfg.keypoint_weight * out.get("keypoint", 0)
+    return out
+
+
+class PixelMatchValidator:
+    """Inter-subject matching error on fixed validation views, in cm.
+
+    Views are paired (view i with a view of another identity); every pixel of A is matched to its
+    nearest pixel of B in descriptor space, and the error is the template geodesic distance between
+    their true points. Only A pixels whose true point B also sees (within 3 cm) count.
+    """
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path):
+        from bodycorr.geometry.geodesic import all_pairs_geodesics
+
+        path = out_dir / "val_views.npz"
+        if path.exists():
+            with np.load(path) as z:
+                self.depth, self.vertex = z["depth"], z["vertex"]
+        else:
+            gen = ViewGenerator(replace(cfg.view, views_per_body=1, poses_per_identity=1), "val", cfg.seed)
+            views = [gen.views_of_body(b)[0] for b in range(cfg.val_views)]
+            batch = stack_views(views)
+            self.depth, self.vertex = batch["depth"].numpy(), batch["vertex"].numpy()
+            save_npz_atomic(path, depth=self.depth, vertex=self.vertex)
+        self.geo = all_pairs_geodesics(get_template().mesh)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        model.eval()
+        desc = []
+        for i in range(0, len(self.depth), 8):
+            desc.append(model(depth_to_input(torch.from_numpy(self.depth[i : i + 8]).to(device))).cpu())
+        desc = torch.cat(desc)
+        model.train()
+        errs = []
+        n = len(self.depth)
+        for i in range(n):
+            j = (i + 1) % n
+            va, vb = self.vertex[i].ravel(), self.vertex[j].ravel()
+            ia, ib = np.flatnonzero(va >= 0), np.flatnonzero(vb >= 0)
+            if not len(ia) or not len(ib):
+                continue
+            da = desc[i].reshape(desc.shape[1], -1)[:, ia].T
+            db = desc[j].reshape(desc.shape[1], -1)[:, ib].T
+            nn_idx = torch.cdist(da, db).argmin(1).numpy()
+            ta, tb = va[ia], vb[ib]
+            seen = self.geo[np.ix_(np.unique(ta), np.unique(tb))].astype(np.float32).min(1) < 0.03
+            keep = np.isin(ta, np.unique(ta)[seen])
+            e = self.geo[ta[keep], tb[nn_idx[keep]]].astype(np.float32)
+            errs.append(e)
+        e = np.concatenate(errs) * 100 if errs else np.zeros(1)
+        return {"val_mean_cm": float(e.mean()), "val_median_cm": float(np.median(e)), "val_gross_pct": float((e > 20).mean() * 100)}
+
+
+def _plain(d: dict) -> dict:
+    """JSON-normalised copy (tuples become lists), so configs compare equal after a round trip."""
+    return json.loads(json.dumps(d))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train a descriptor network; returns the last log record.
+
+    Writes ``out_dir/last.pt`` (full state, atomically, every ``ckpt_every`` steps and on exit),
+    ``out_dir/model.pt`` (inference weights), ``out_dir/log.jsonl`` and ``out_dir/config.json``.
+    Rerunning with the same ``out_dir`` resumes where it stopped.
+    """
+    rank, world = _dist()
+    if world > 1:
+        torch.distributed.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    out = ensure_dir(out_dir, "training output folder")
+    torch.manual_seed(cfg.seed + rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+
+    template = get_template()
+    targets = build_targets(template, cfg.targets)
+    seg = torch.from_numpy(targets.segmentations).to(device)
+    kp = torch.from_numpy(targets.keypoints).to(device)
+    model = build_model(cfg, targets).to(device)
+    heads = model.heads
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    ckpt_path = out / "last.pt"
+    if resume and ckpt_path.exists():
+        state = read_torch_file(ckpt_path, "training checkpoint")
+        if _plain(state.get("config")) != _plain(cfg.to_dict()):
+            raise BodycorrError(
+                f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume."
+            )
+        model.load_state_dict(state["model"]["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        gen.set_state(state["generator"])
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    if cfg.data == "shards":
+        ds = ShardDataset(Path(cfg.shards))
+        sampler = torch.utils.data.DistributedSampler(ds, world, rank, seed=cfg.seed) if world > 1 else None
+        loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                            num_workers=cfg.workers, drop_last=True, persistent_workers=cfg.workers > 0)  # fmt: skip
+
+        def batches():
+            epoch = 0
+            while True:
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                yield from loader
+                epoch += 1
+    else:
+        bodies_done = step * cfg.batch_size * world // cfg.view.views_per_body
+        ds = OnTheFlyViews(cfg.view, "train", cfg.seed, start_body=bodies_done + rank * 10_000_000)
+        loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None)
+
+        def batches():
+            yield from loader
+
+    validator = PixelMatchValidator(cfg, out) if rank == 0 and cfg.val_every > 0 else None
+    log_path = out / "log.jsonl"
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, unit="step", dynamic_ncols=True)
+    record: dict[str, Any] = {}
+    t0, n_img = time.time(), 0
+    it = batches()
+
+    def checkpoint() -> None:
+        if rank != 0:
+            return
+        save_checkpoint(ckpt_path, {"format": CHECKPOINT_FORMAT, "step": step, "config": _plain(cfg.to_dict()),
+                                    "model": checkpoint_dict(model), "optimizer": opt.state_dict(),
+                                    "generator": gen.get_state()})  # fmt: skip
+        save_model_file(model, out / "model.pt", meta={"step": step, "config": cfg.name, "size": cfg.view.size})
+
+    try:
+        while step < cfg.steps:
+            batch = {k: v.to(device) for k, v in next(it).items()}
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(step, cfg)
+            ls = losses(ddp, heads, batch, seg, kp, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            ls["total"].backward()
+            opt.step()
+            step += 1
+            n_img += batch["depth"].shape[0] * world
+            if bar:
+                bar.update()
+                bar.set_postfix(loss=f"{ls['total'].item():.3f}")
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                el = time.time() - t0
+                record = {"step": step, "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
+                          **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
+                if validator and (step % cfg.val_every == 0 or step == cfg.steps):
+                    record.update(validator(model, device))
+                    if bar:
+                        bar.write(f"step {step}: val mean {record['val_mean_cm']:.1f} cm, median {record['val_median_cm']:.1f} cm, gross {record['val_gross_pct']:.1f} %")
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                t0, n_img = time.time(), 0
+            if step % cfg.ckpt_every == 0:
+                checkpoint()
+    finally:
+        checkpoint()
+        if bar:
+            bar.close()
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    return record

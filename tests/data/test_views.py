@@ -1,0 +1,65 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.data.datasets import ShardDataset
+from bodycorr.data.shards import generate_shards, load_shard, shard_name
+from bodycorr.data.views import ViewConfig, ViewGenerator
+
+pytestmark = pytest.mark.slow
+TINY = ViewConfig(size=48, views_per_body=2, poses_per_identity=2)
+
+
+def test_views_carry_exact_truth(template):
+    gen = ViewGenerator(TINY, "train", seed=0)
+    v = gen.views_of_body(0)[0]
+    m = v.template_vertex >= 0
+    assert m.sum() > 200
+    assert (v.depth[m] > 0).all()
+    # the person fills the crop
+    rows, cols = np.nonzero(m)
+    assert max(np.ptp(rows), np.ptp(cols)) > 0.5 * TINY.size
+    # the truth triangle contains the truth vertex
+    assert (template.mesh.faces[v.template_face[m]] == v.template_vertex[m][:, None]).any(1).all()
+
+
+def test_same_seed_same_bytes_and_resume(tmp_path):
+    a = generate_shards(tmp_path / "a", "train", 6, TINY, seed=3, shard_size=4, progress=False)
+    b = generate_shards(tmp_path / "b", "train", 6, TINY, seed=3, shard_size=4, progress=False)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    c = generate_shards(tmp_path / "c", "train", 6, TINY, seed=4, shard_size=4, progress=False)
+    assert a[0].read_bytes() != c[0].read_bytes()
+    # an interrupted run leaves a broken shard: the rerun remakes it and keeps the good one
+    first_mtime = a[0].stat().st_mtime_ns
+    a[1].write_bytes(a[1].read_bytes()[:100])
+    again = generate_shards(tmp_path / "a", "train", 6, TINY, seed=3, shard_size=4, progress=False)
+    assert again[1].read_bytes() == b[1].read_bytes()
+    assert again[0].stat().st_mtime_ns == first_mtime
+    ds = ShardDataset(tmp_path / "a" / "train")
+    assert len(ds) == 6
+    item = ds[5]
+    assert item["depth"].shape == (1, 48, 48) and item["vertex"].shape == (48, 48)
+
+
+def test_other_settings_in_same_folder_refused(tmp_path):
+    generate_shards(tmp_path, "train", 2, TINY, seed=0, shard_size=2, progress=False)
+    with pytest.raises(BodycorrError, match="other settings"):
+        generate_shards(tmp_path, "train", 2, dataclasses.replace(TINY, size=32), seed=0, shard_size=2, progress=False)
+
+
+def test_corrupt_shard_is_one_line(tmp_path):
+    p = tmp_path / shard_name(0)
+    p.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(BodycorrError, match="corrupt"):
+        load_shard(p)
+
+
+def test_splits_do_not_share_identities():
+    tr = ViewGenerator(TINY, "train", seed=0)
+    te = ViewGenerator(TINY, "test", seed=0)
+    ptr = {tuple(tr.body(b)[1].round(6)) for b in range(0, 8, 2)}
+    pte = {tuple(te.body(b)[1].round(6)) for b in range(0, 8, 2)}
+    assert not ptr & pte

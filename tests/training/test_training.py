@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.models.io import load_model_file
+from bodycorr.training.config import TrainConfig, load_config
+from bodycorr.training.loop import lr_factor, sample_pixels, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tiny():
+    # the user cache is shared on purpose: the template's all-pairs geodesics take minutes to build
+    return load_config("depth-tiny").replace(val_every=0)
+
+
+def test_tiny_run_writes_model_and_resumes(tiny, tmp_path):
+    out = tmp_path / "run"
+    rec = train(tiny.replace(steps=2), out, progress=False)
+    assert rec["step"] == 2 and np.isfinite(rec["total"])
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    # resuming continues from step 2 rather than starting over
+    train(tiny.replace(steps=2), out, progress=False)
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    model = load_model_file(out / "model.pt")
+    x = torch.zeros(1, 2, 48, 48)
+    assert model(x).shape == (1, 16, 48, 48)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2
+
+
+def test_resume_with_other_config_refused(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(tiny.replace(steps=1), out, progress=False)
+    with pytest.raises(BodycorrError, match="different config"):
+        train(tiny.replace(steps=1, lr=0.1), out, progress=False)
+
+
+def test_corrupt_checkpoint_is_one_line(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"\x80\x02 definitely not a checkpoint")
+    with pytest.raises(BodycorrError, match="corrupt"):
+        train(tiny.replace(steps=1), out, progress=False)
+
+
+def test_loss_decreases_on_a_fixed_batch(tiny, tmp_path):
+    """A few steps on the same views must lower the loss: the heads and targets are wired right."""
+    from bodycorr.body.template import get_template
+    from bodycorr.data.datasets import stack_views
+    from bodycorr.data.views import ViewGenerator
+    from bodycorr.training.loop import build_model, losses
+    from bodycorr.training.targets import build_targets
+
+    targets = build_targets(get_template(), tiny.targets)
+    model = build_model(tiny, targets)
+    batch = stack_views(ViewGenerator(tiny.view, "train", 0).views_of_body(0))
+    seg, kp = torch.from_numpy(targets.segmentations), torch.from_numpy(targets.keypoints)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(25):
+        ls = losses(model, model.heads, batch, seg, kp, tiny, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        ls["total"].backward()
+        opt.step()
+        first = first or float(ls["total"].detach())
+    assert float(ls["total"]) < 0.8 * first
+
+
+def test_targets_label_every_vertex(tiny):
+    from bodycorr.body.template import get_template
+    from bodycorr.training.targets import build_targets
+
+    t = get_template()
+    targets = build_targets(t, tiny.targets)
+    assert targets.segmentations.shape == (tiny.targets.num_segmentations + 1, t.num_vertices)
+    for k in range(tiny.targets.num_segmentations):
+        assert len(np.unique(targets.segmentations[k])) == tiny.targets.num_patches
+    assert np.array_equal(targets.segmentations[-1], t.parts)
+    # each landmark's own vertex carries its label; most of the body is background
+    assert np.array_equal(targets.keypoints[t.landmarks], np.arange(33))
+    assert (targets.keypoints == 33).mean() > 0.5
+
+
+def test_schedule_and_pixel_sampling():
+    cfg = TrainConfig(steps=100, warmup_steps=10)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, cfg) < 0.05
+    v = -torch.ones(2, 8, 8, dtype=torch.long)
+    v[0, 2:4, 2:4] = 5
+    pix, img = sample_pixels(v, 100, torch.Generator().manual_seed(0))
+    assert len(pix) == 4 and (img == 0).all()
+    assert (v.reshape(-1)[pix] == 5).all()
+
+
+def test_unknown_config_key_and_missing_config():
+    with pytest.raises(BodycorrError, match="unknown keys"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(BodycorrError, match="not found"):
+        load_config("no-such-config")

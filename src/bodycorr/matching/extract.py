@@ -1,0 +1,229 @@
+"""Descriptors from a trained network: per pixel for depth maps, per vertex/point for meshes and clouds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.camera import Camera, Intrinsics
+from bodycorr.geometry.mesh import Mesh, PointCloud
+from bodycorr.models.inputs import depth_to_input
+from bodycorr.render.frame import render
+from bodycorr.render.raycast import RayCaster
+from bodycorr.render.rig import orbit_rig
+
+
+@dataclass(frozen=True, eq=False)
+class PixelDescriptors:
+    """Descriptors of a depth map's pixels.
+
+    Attributes:
+        descriptors: (N, D) float32 unit descriptors of the valid pixels.
+        pixels: (N, 2) int (row, col) of each valid pixel.
+        points: (N, 3) the pixels back-projected (camera or world coordinates of ``camera``).
+    """
+
+    descriptors: np.ndarray
+    pixels: np.ndarray
+    points: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class VertexDescriptors:
+    """Per-vertex (or per-point) descriptors from multi-view rendering.
+
+    Attributes:
+        descriptors: (V, D) float32 unit descriptors.
+        seen: (V,) int number of views that saw each vertex (0 = filled from neighbours).
+        consistency: (V,) float in [0, 1]: norm of the mean of the unit descriptors over views
+            (1 = all views agree); a confidence.
+    """
+
+    descriptors: np.ndarray
+    seen: np.ndarray
+    consistency: np.ndarray
+
+
+def _crop_box(mask: np.ndarray, margin: float = 0.08) -> tuple[int, int, int]:
+    """Square box (row0, col0, side) around the foreground, with a margin."""
+    rows, cols = np.nonzero(mask)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = int(np.ceil(max(r1 - r0, c1 - c0) * (1 + 2 * margin))) + 1
+    return int((r0 + r1) // 2 - side // 2), int((c0 + c1) // 2 - side // 2), side
+
+
+class DescriptorExtractor:
+    """Runs a descriptor network on depth maps (cropped around the person and resized to ``size``).
+
+    Args:
+        model: a descriptor network (``forward((B, 2, S, S)) -> (B, D, S, S)``).
+        size: the square input side the model was trained on.
+        batch_size: views per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, size: int = 128, device: str = "cpu", batch_size: int = 8):
+        self.model = model.to(device).eval()
+        self.size = size
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def dense(self, depths: np.ndarray) -> np.ndarray:
+        """depths: (B, S, S) metres (already framed) -> (B, S, S, D) float32 descriptors."""
+        out = []
+        for i in range(0, len(depths), self.batch_size):
+            x = depth_to_input(torch.from_numpy(np.ascontiguousarray(depths[i : i + self.batch_size], dtype=np.float32)).to(self.device))
+            out.append(self.model(x).permute(0, 2, 3, 1).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def depth_map(self, depth: np.ndarray, camera: Camera | None = None, name: str = "depth map") -> PixelDescriptors:
+        """Descriptors for every valid pixel of a sensor depth map.
+
+        depth: (H, W) metres, 0 = no data. The person is cropped (square box around the valid
+        pixels), resampled to ``size`` (nearest), described, and read back at each pixel.
+        """
+        d = np.asarray(depth, dtype=np.float32)
+        if d.ndim != 2:
+            raise BodycorrError(f"{name}: depth must be (H, W), got {d.shape}.")
+        valid = np.isfinite(d) & (d > 0)
+        if valid.sum() < 50:
+            raise BodycorrError(f"{name}: only {int(valid.sum())} valid pixels; no person found. Check the depth map and its units.")
+        d = np.where(valid, d, 0)
+        r0, c0, side = _crop_box(valid)
+        s = self.size
+        # nearest resampling of the crop to s x s
+        src = r0 + (np.arange(s) + 0.5) * side / s
+        srcc = c0 + (np.arange(s) + 0.5) * side / s
+        ri, ci = np.floor(src).astype(int), np.floor(srcc).astype(int)
+        inside_r = (ri >= 0) & (ri < d.shape[0])
+        inside_c = (ci >= 0) & (ci < d.shape[1])
+        crop = np.zeros((s, s), dtype=np.float32)
+        crop[np.ix_(inside_r, inside_c)] = d[np.ix_(ri[inside_r], ci[inside_c])]
+        desc = self.dense(crop[None])[0]  # (s, s, D)
+        rows, cols = np.nonzero(valid)
+        # bilinear read-back at each valid pixel centre
+        fr = (rows + 0.5 - r0) * s / side - 0.5
+        fc = (cols + 0.5 - c0) * s / side - 0.5
+        out = np.stack([ndimage.map_coordinates(desc[..., k], [fr, fc], order=1, mode="nearest") for k in range(desc.shape[-1])], 1)
+        out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
+        pts = camera.backproject(np.where(valid, d, 0))[rows, cols] if camera is not None else np.zeros((len(rows), 3))
+        return PixelDescriptors(descriptors=out.astype(np.float32), pixels=np.stack([rows, cols], 1), points=pts)
+
+    def views_of(self, vertices: np.ndarray, caster: RayCaster, num_views: int, up: np.ndarray, elevations=(-20.0, 0.0, 25.0, 50.0)):
+        """Framed renders of a surface around ``up``: yields (camera, frame) pairs."""
+        centre = 0.5 * (vertices.min(0) + vertices.max(0))
+        radius = float(np.linalg.norm(vertices - centre, axis=1).max())
+        k = Intrinsics.square(self.size, fov_deg=30.0)
+        half = np.arctan(0.5 * k.width / k.fx)
+        dist = 1.02 * radius / np.sin(half)
+        for cam in orbit_rig(k, centre, dist, num_views, tuple(elevations), up):
+            yield cam, render(caster, cam)
+
+    def mesh(self, mesh: Mesh, num_views: int = 48, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> VertexDescriptors:
+        """Per-vertex descriptors of a triangle mesh by averaging over ``num_views`` renders.
+
+        Each pixel's descriptor is spread to its triangle's three corners by barycentric weight;
+        vertices no view sees (armpits, between fingers) are filled from their neighbours.
+        """
+        mesh.require_faces()
+        caster = RayCaster(mesh.vertices, mesh.faces)
+        frames = list(self.views_of(mesh.vertices, caster, num_views, up))
+        desc = self.dense(np.stack([f.depth for _, f in frames]))
+        dim = desc.shape[-1]
+        acc = np.zeros((mesh.num_vertices, dim), dtype=np.float64)
+        wsum = np.zeros(mesh.num_vertices)
+        seen = np.zeros(mesh.num_vertices, dtype=np.int64)
+        for (_, fr), dsc in zip(frames, desc):
+            m = fr.face >= 0
+            tri = mesh.faces[fr.face[m]]  # (n, 3)
+            w = fr.bary[m].astype(np.float64)
+            dd = dsc[m].astype(np.float64)
+            for c in range(3):
+                np.add.at(acc, tri[:, c], w[:, c : c + 1] * dd)
+                np.add.at(wsum, tri[:, c], w[:, c])
+            seen[np.unique(tri.ravel())] += 1
+        return _finish(acc, wsum, seen, mesh.edges(), mesh.vertices)
+
+    def point_cloud(self, cloud: PointCloud, num_views: int = 48, up: np.ndarray = np.array([0.0, 0.0, 1.0]),
+                    splat: int = 0) -> VertexDescriptors:  # fmt: skip
+        """Per-point descriptors of a point cloud: points are splatted into framed depth views (z-buffer,
+        holes closed), and each point takes the descriptor of its pixel in the views where it is visible.
+        """
+        pts = cloud.points
+        if len(pts) < 100:
+            raise BodycorrError(f"{cloud.name}: only {len(pts)} points; need at least 100 to describe a body.")
+        centre = 0.5 * (pts.min(0) + pts.max(0))
+        radius = float(np.linalg.norm(pts - centre, axis=1).max())
+        k = Intrinsics.square(self.size, fov_deg=30.0)
+        dist = 1.02 * radius / np.sin(np.arctan(0.5 * k.width / k.fx))
+        cams = orbit_rig(k, centre, dist, num_views, (-20.0, 0.0, 25.0, 50.0), up)
+        # splat radius: typical point spacing in pixels
+        from scipy.spatial import cKDTree
+
+        spacing = float(np.median(cKDTree(pts).query(pts[:: max(1, len(pts) // 2000)], k=2)[0][:, 1]))
+        depths, pix, vis = [], [], []
+        for cam in cams:
+            pr = cam.project(pts)
+            uv = np.floor(np.nan_to_num(pr.uv, nan=-1)).astype(int)
+            ok = pr.inside
+            z = pr.z
+            zbuf = np.full((k.height, k.width), np.inf)
+            np.minimum.at(zbuf, (uv[ok, 1], uv[ok, 0]), z[ok])
+            r = splat or max(1, int(round(0.7 * spacing * k.fx / dist)))
+            zb = np.where(np.isinf(zbuf), 1e9, zbuf)
+            if r > 1:  # close the holes between splatted points: a minimum filter keeps the nearest surface
+                zb = ndimage.minimum_filter(zb, size=2 * r + 1)
+            zb = np.where(zb < 1e8, zb, 0.0)
+            depths.append(zb.astype(np.float32))
+            tol = max(0.02, 3 * spacing)
+            zz = np.where(ok, zb[np.clip(uv[:, 1], 0, k.height - 1), np.clip(uv[:, 0], 0, k.width - 1)], 0)
+            vis.append(ok & (zz > 0) & (z <= zz + tol))
+            pix.append(uv)
+        desc = self.dense(np.stack(depths))
+        dim = desc.shape[-1]
+        acc = np.zeros((len(pts), dim))
+        seen = np.zeros(len(pts), dtype=np.int64)
+        for dsc, uv, v in zip(desc, pix, vis):
+            acc[v] += dsc[uv[v, 1], uv[v, 0]]
+            seen[v] += 1
+        tree = cKDTree(pts)
+        nbr = tree.query(pts, k=min(8, len(pts)))[1]
+        edges = np.stack([np.repeat(np.arange(len(pts)), nbr.shape[1] - 1), nbr[:, 1:].ravel()], 1)
+        return _finish(acc, seen.astype(np.float64), seen, edges, pts)
+
+
+def _finish(acc: np.ndarray, wsum: np.ndarray, seen: np.ndarray, edges: np.ndarray, points: np.ndarray, iters: int = 50) -> VertexDescriptors:
+    """Normalise accumulated descriptors; fill unseen vertices by neighbour averaging over ``edges``,
+    and any still unreached (isolated vertices, separate components) from the nearest filled point."""
+    mean = acc / np.maximum(wsum, 1e-12)[:, None]
+    consistency = np.linalg.norm(mean, axis=1)
+    desc = mean / np.maximum(consistency, 1e-12)[:, None]
+    known = wsum > 0
+    if not known.any():
+        raise BodycorrError("descriptors: no view saw the surface. Check the input's scale and that it is not empty.")
+    if not known.all():
+        n = len(desc)
+        import scipy.sparse as sp
+
+        a = sp.coo_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])), shape=(n, n)).tocsr()
+        filled = known.copy()
+        for _ in range(iters):
+            if filled.all():
+                break
+            s = a @ np.where(filled[:, None], desc, 0)
+            cnt = a @ filled.astype(float)
+            new = ~filled & (cnt > 0)
+            desc[new] = s[new] / cnt[new, None]
+            desc[new] /= np.linalg.norm(desc[new], axis=1, keepdims=True) + 1e-12
+            filled |= new
+        if not filled.all():
+            from scipy.spatial import cKDTree
+
+            src = np.flatnonzero(filled)
+            near = cKDTree(points[src]).query(points[~filled])[1]
+            desc[~filled] = desc[src[near]]
+    return VertexDescriptors(descriptors=desc.astype(np.float32), seen=seen, consistency=consistency.astype(np.float32))

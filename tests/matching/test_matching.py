@@ -1,0 +1,150 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.depth_io import save_depth
+from bodycorr.geometry.io import save_mesh, save_point_cloud
+from bodycorr.geometry.mesh import Mesh, PointCloud
+from bodycorr.matching.correspond import match
+from bodycorr.matching.extract import DescriptorExtractor
+from bodycorr.matching.nearest import knn, knn_reference
+from bodycorr.matching.pipeline import MatchOptions, match_files
+from bodycorr.matching.up import candidate_axes, parse_up
+from bodycorr.models.io import save_model_file
+from bodycorr.models.registry import create_model
+
+
+def _sphere(n=20):
+    u, v = np.meshgrid(np.linspace(0, np.pi, n)[1:-1], np.linspace(0, 2 * np.pi, 2 * n, endpoint=False), indexing="ij")
+    pts = np.stack([np.sin(u) * np.cos(v), np.sin(u) * np.sin(v), np.cos(u)], -1).reshape(-1, 3)
+    pts = np.concatenate([pts, [[0, 0, 1], [0, 0, -1]]])
+    from scipy.spatial import ConvexHull
+
+    hull = ConvexHull(pts)
+    f = hull.simplices.copy()
+    # orient outwards
+    c = pts[f].mean(1)
+    nrm = np.cross(pts[f[:, 1]] - pts[f[:, 0]], pts[f[:, 2]] - pts[f[:, 0]])
+    flip = (nrm * c).sum(1) < 0
+    f[flip] = f[flip][:, ::-1]
+    return pts, f
+
+
+@pytest.fixture(scope="module")
+def tiny_extractor():
+    torch.manual_seed(0)
+    net = create_model("unet", base_width=4, max_width=16, num_levels=3)
+    return DescriptorExtractor(net, size=32)
+
+
+def test_knn_matches_reference(rng):
+    q, db = rng.normal(size=(200, 16)), rng.normal(size=(300, 16))
+    a, b = knn(q, db, k=3), knn_reference(q, db, k=3)
+    assert np.array_equal(a.index, b.index)
+    assert np.allclose(a.distance, b.distance, atol=1e-4)
+
+
+def test_match_identical_descriptors_is_identity(rng):
+    d = rng.normal(size=(500, 16)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c = match(d, d)
+    assert np.array_equal(c.target, np.arange(500))
+    assert c.mutual.all() and np.allclose(c.confidence, 1.0)
+
+
+def test_mesh_descriptors_cover_every_vertex(tiny_extractor):
+    v, f = _sphere()
+    vd = tiny_extractor.mesh(Mesh(v * [0.3, 0.2, 0.9], f), num_views=16)
+    assert vd.descriptors.shape == (len(v), 16)
+    assert np.allclose(np.linalg.norm(vd.descriptors, axis=1), 1, atol=1e-4)
+    assert (vd.seen > 0).mean() > 0.8
+    assert ((vd.consistency >= 0) & (vd.consistency <= 1 + 1e-5)).all()
+
+
+def test_point_cloud_descriptors(tiny_extractor, rng):
+    v, _ = _sphere(30)
+    vd = tiny_extractor.point_cloud(PointCloud(v * [0.3, 0.2, 0.9]), num_views=8)
+    assert vd.descriptors.shape == (len(v), 16) and np.isfinite(vd.descriptors).all()
+    assert (vd.seen > 0).mean() > 0.8
+
+
+def test_depth_map_descriptors_are_per_valid_pixel(tiny_extractor):
+    depth = np.zeros((60, 80), np.float32)
+    depth[10:50, 30:45] = 2.5
+    pd = tiny_extractor.depth_map(depth)
+    assert pd.descriptors.shape == (40 * 15, 16)
+    assert set(map(tuple, pd.pixels)) == {(r, c) for r in range(10, 50) for c in range(30, 45)}
+    with pytest.raises(BodycorrError, match="no person"):
+        tiny_extractor.depth_map(np.zeros((60, 80), np.float32))
+
+
+def test_up_axis_parsing_and_candidates(rng):
+    assert np.allclose(parse_up("-y"), [0, -1, 0])
+    assert np.allclose(parse_up("1,0,0"), [1, 0, 0])
+    with pytest.raises(BodycorrError, match="--up"):
+        parse_up("sideways")
+    pts = rng.normal(size=(2000, 3)) * [0.2, 0.1, 0.8]
+    assert abs(candidate_axes(pts)[0] @ [0, 0, 1]) > 0.99  # a body's longest axis comes first
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = create_model("unet", base_width=4, max_width=16, num_levels=3)
+    path = tmp_path_factory.mktemp("m") / "tiny.pt"
+    save_model_file(net, path, meta={"size": 32})
+    return path
+
+
+def test_match_files_writes_every_output(tmp_path, model_file):
+    v, f = _sphere()
+    save_mesh(Mesh(v * [0.3, 0.2, 0.9], f), tmp_path / "a.ply")
+    save_point_cloud(PointCloud(v * [300, 200, 900]), tmp_path / "b.xyz")  # millimetres
+    depth = np.zeros((424, 512), np.float32)
+    depth[100:300, 220:290] = 2.4
+    save_depth(tmp_path / "c.png", depth)
+    opts = MatchOptions(model=str(model_file), views=8, up="z")
+    report = match_files(str(tmp_path / "c.png"), str(tmp_path / "a.ply"), str(tmp_path / "out"), opts)
+    assert "matched" in report
+    out = tmp_path / "out"
+    z = np.load(out / "correspondences.npz")
+    assert z["target_index"].shape == (200 * 70,) and z["target_index"].max() < len(v)
+    assert len((out / "correspondences.txt").read_text().splitlines()) == 200 * 70 + 1
+    assert json.loads((out / "summary.json").read_text())["source_kind"] == "depth"
+    assert (out / "matches.png").stat().st_size > 1000
+    match_files(str(tmp_path / "b.xyz"), str(tmp_path / "a.ply"), str(tmp_path / "out2"), opts)
+    assert np.load(tmp_path / "out2" / "correspondences.npz")["target_index"].shape == (len(v),)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.ply", "no such file"),
+        (lambda p: (p / "few.xyz").write_text("0 0 0\n1 1 1\n0 1 0\n") and p / "few.xyz", "points"),
+        (lambda p: (p / "nan.xyz").write_text("0 0 nan\n" * 200) and p / "nan.xyz", "NaN"),
+        (lambda p: (p / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nend_header\n\x00") and p / "bad.ply", "bad.ply"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line(tmp_path, model_file, make, message):
+    v, f = _sphere()
+    save_mesh(Mesh(v * [0.3, 0.2, 0.9], f), tmp_path / "ok.ply")
+    with pytest.raises(BodycorrError, match=message) as e:
+        match_files(str(make(tmp_path)), str(tmp_path / "ok.ply"), str(tmp_path / "o"), MatchOptions(model=str(model_file), views=4, up="z"))
+    assert "\n" not in str(e.value)
+
+
+def test_bad_model_files(tmp_path):
+    v, f = _sphere()
+    save_mesh(Mesh(v * [0.3, 0.2, 0.9], f), tmp_path / "ok.ply")
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(BodycorrError, match="corrupt"):
+        match_files(str(tmp_path / "ok.ply"), str(tmp_path / "ok.ply"), str(tmp_path / "o"), MatchOptions(model=str(tmp_path / "corrupt.pt")))
+    # weights of another architecture under this name
+    net = create_model("unet", base_width=4, max_width=16, num_levels=3)
+    d = {"name": "wei_alexnet", "config": {}, "state_dict": net.state_dict(), "meta": {}}
+    torch.save(d, tmp_path / "other.pt")
+    with pytest.raises(BodycorrError, match="do not match|shapes"):
+        match_files(str(tmp_path / "ok.ply"), str(tmp_path / "ok.ply"), str(tmp_path / "o"), MatchOptions(model=str(tmp_path / "other.pt")))

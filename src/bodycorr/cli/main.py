@@ -20,7 +20,7 @@ def _cmd_generate(a: argparse.Namespace) -> None:
         from bodycorr.data.views import ViewGenerator
 
         gen = ViewGenerator(dataclasses.replace(cfg, views_per_body=1), a.split, a.seed)
-        views = [gen.views_of_body(b)[0] for b in range(a.count if a.count else 24)]
+        views = [gen.views_of_body(b)[0] for b in range(24 if a.count is None else a.count)]
         path = contact_sheet(views, a.preview, title=f"bodycorr engine preview: {len(views)} {a.split} people (seed {a.seed})")
         print(f"wrote {path}")
         if not a.out:
@@ -29,7 +29,7 @@ def _cmd_generate(a: argparse.Namespace) -> None:
         raise BodycorrError("generate: give --out DIR to write shards, or --preview PNG for a contact sheet.")
     from bodycorr.data.shards import generate_shards
 
-    paths = generate_shards(a.out, a.split, a.count or 256, cfg, a.seed, a.shard_size, a.workers)
+    paths = generate_shards(a.out, a.split, 256 if a.count is None else a.count, cfg, a.seed, a.shard_size, a.workers)
     print(f"{len(paths)} shards in {Path(a.out) / a.split}")
 
 
@@ -66,6 +66,17 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     print(run_demo(a.out, seed=a.seed, model=a.model))
 
 
+def _cmd_benchmark(a: argparse.Namespace) -> None:
+    from bodycorr.evaluation.synthetic import SuiteEvalConfig, evaluate_suite, format_table
+    from bodycorr.matching.pipeline import load_extractor
+
+    cfg = SuiteEvalConfig(suite=a.suite, views=a.views, max_pairs=a.max_pairs,
+                          kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")))  # fmt: skip
+    res = evaluate_suite(load_extractor(a.model), cfg, a.out)
+    print(format_table(res))
+    print(f"results in {a.out}/results.json, plots in {a.out}/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bodycorr", description="Dense correspondences between human bodies.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write shards of synthetic depth views, or a preview contact sheet")
     g.add_argument("--out", help="output folder for shards")
     g.add_argument("--split", default="train", choices=["train", "val", "test"])
-    g.add_argument("--count", type=int, default=0, help="number of views (default 256; preview: 24 people)")
+    g.add_argument("--count", type=int, help="number of views (default 256; preview: 24 people)")
     g.add_argument("--size", type=int, default=256)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--noise", default="mixed", choices=["none", "kinect_v2", "mixed"])
@@ -109,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.set_defaults(func=_cmd_demo)
+    b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite")
+    b.add_argument("--suite", default="synthetic-v1")
+    b.add_argument("--model", help="model file (default: the shipped model)")
+    b.add_argument("-o", "--out", default="out/benchmark")
+    b.add_argument("--views", type=int, default=48)
+    b.add_argument("--kinds", default="full-full,partial-full,partial-partial")
+    b.add_argument("--noise", default="clean,noisy")
+    b.add_argument("--max-pairs", type=int, default=0, help="first N pairs of each set only (quick check)")
+    b.set_defaults(func=_cmd_benchmark)
     return p
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from bodycorr.body.anny_model import BodyModel, get_body_model
 from bodycorr.body.shape import Split, identity_rng, sample_identity
 from bodycorr.body.template import Template, get_template
+from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.render.frame import Frame, render
 from bodycorr.render.noise import DepthNoiseConfig, add_depth_noise
@@ -50,9 +51,12 @@ class ViewConfig:
 
     def __post_init__(self) -> None:
         if not (16 <= self.size <= 4096):
-            raise ValueError(f"view size must be between 16 and 4096 pixels, got {self.size}")
+            raise BodycorrError(f"view size {self.size}: must be between 16 and 4096 pixels. Pass e.g. --size 256.")
         if self.views_per_body < 1 or self.poses_per_identity < 1:
-            raise ValueError("views_per_body and poses_per_identity must be at least 1")
+            raise BodycorrError("views_per_body and poses_per_identity must be at least 1.")
+        lo, hi = self.distance_range
+        if not (0.3 <= lo <= hi <= 20.0):
+            raise BodycorrError(f"camera distance range {self.distance_range}: must lie within 0.3 to 20 m, low <= high.")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,106 @@
+"""Farthest-point sampling: spread, determinism, initial indices, components, Euclidean variant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.geodesic import GeodesicSolver, all_pairs_geodesics
+from bodycorr.geometry.mesh import Mesh, PointCloud
+from bodycorr.geometry.sampling import farthest_point_sampling, farthest_point_sampling_euclidean
+
+
+def grid_mesh(n: int = 14, size: float = 0.2, jitter: float = 0.25, seed: int = 0, offset=(0.0, 0.0, 0.0)) -> Mesh:
+    rng = np.random.default_rng(seed)
+    h = size / (n - 1)
+    xy = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2).astype(float) * h
+    inner = ((xy > 0) & (xy < size - 1e-12)).all(1)
+    xy[inner] += rng.uniform(-jitter, jitter, size=(inner.sum(), 2)) * h
+    v = np.c_[xy, np.zeros(len(xy))] + np.asarray(offset)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel()
+    return Mesh(v, np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]), "grid")
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BODYCORR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _min_pairwise(D: np.ndarray, idx: np.ndarray) -> float:
+    sub = D[np.ix_(idx, idx)].astype(np.float64)
+    return float(sub[~np.eye(len(idx), dtype=bool)].min())
+
+
+def test_geodesic_fps_spreads_points_more_than_random():
+    mesh = grid_mesh()
+    D = all_pairs_geodesics(mesh, progress=False)
+    idx = farthest_point_sampling(D, 12, seed=0)
+    assert idx.shape == (12,) and idx.dtype == np.int64 and len(set(idx.tolist())) == 12
+    rng = np.random.default_rng(0)
+    random_min = [_min_pairwise(D, rng.choice(mesh.num_vertices, 12, replace=False)) for _ in range(50)]
+    assert _min_pairwise(D, idx) > max(random_min)
+    # greedy property: each new point is the farthest from those before it
+    for j in range(1, 12):
+        mind = D[idx[:j]].astype(np.float64).min(0)
+        assert mind[idx[j]] == pytest.approx(mind.max())
+
+
+def test_fps_is_deterministic_and_respects_initial_indices():
+    mesh = grid_mesh()
+    D = all_pairs_geodesics(mesh, progress=False)
+    a = farthest_point_sampling(D, 8, seed=3)
+    assert np.array_equal(a, farthest_point_sampling(D, 8, seed=3))
+    assert np.array_equal(a, farthest_point_sampling(D, 8, seed=np.random.default_rng(3)))
+    others = {tuple(farthest_point_sampling(D, 8, seed=s)) for s in range(5)}
+    assert len(others) > 1
+    b = farthest_point_sampling(D, 8, initial=[5, 60])
+    assert b[:2].tolist() == [5, 60] and len(set(b.tolist())) == 8
+    assert farthest_point_sampling(D, 2, initial=[5, 60]).tolist() == [5, 60]
+
+
+def test_fps_from_solver_or_mesh_equals_fps_from_table():
+    mesh = grid_mesh(10)
+    D = all_pairs_geodesics(mesh, dtype=np.float64, progress=False)
+    solver = GeodesicSolver(mesh, "graph")
+    a = farthest_point_sampling(D, 10, initial=[0])
+    assert np.array_equal(a, farthest_point_sampling(solver, 10, initial=[0]))
+    assert np.array_equal(a, farthest_point_sampling(mesh, 10, initial=[0]))
+
+
+def test_fps_visits_every_component_first():
+    a, b = grid_mesh(6), grid_mesh(6, offset=(0, 0, 1.0))
+    mesh = Mesh(np.r_[a.vertices, b.vertices], np.r_[a.faces, b.faces + 36])
+    idx = farthest_point_sampling(GeodesicSolver(mesh, "dijkstra"), 2, initial=[3])
+    assert idx[1] >= 36
+
+
+def test_fps_bad_input():
+    D = np.zeros((4, 4))
+    with pytest.raises(BodycorrError):
+        farthest_point_sampling(D, 5)
+    with pytest.raises(BodycorrError):
+        farthest_point_sampling(D, 1, initial=[0, 1])
+    with pytest.raises(BodycorrError):
+        farthest_point_sampling(D, 3, initial=[9])
+    with pytest.raises(BodycorrError):
+        farthest_point_sampling(D, 3, initial=[1, 1])
+    with pytest.raises(BodycorrError):
+        farthest_point_sampling(np.zeros((3, 4)), 1)
+    assert farthest_point_sampling(D, 0).shape == (0,)
+    # all points coincide: still k distinct indices
+    assert sorted(farthest_point_sampling(D, 4).tolist()) == [0, 1, 2, 3]
+
+
+def test_euclidean_fps_on_a_point_cloud():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(500, 3))
+    idx = farthest_point_sampling_euclidean(pts, 20, seed=1)
+    assert idx.shape == (20,) and len(set(idx.tolist())) == 20
+    D = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    random_min = [_min_pairwise(D, rng.choice(500, 20, replace=False)) for _ in range(50)]
+    assert _min_pairwise(D, idx) > max(random_min)
+    assert np.array_equal(idx, farthest_point_sampling_euclidean(PointCloud(pts), 20, seed=1))
+    assert np.array_equal(idx, farthest_point_sampling(D, 20, seed=1))  # same rule as the table version
+    assert farthest_point_sampling_euclidean(pts, 3, initial=[7])[0] == 7

@@ -77,6 +77,12 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
     print(f"results in {a.out}/results.json, plots in {a.out}/")
 
 
+def _cmd_release(a: argparse.Namespace) -> None:
+    from bodycorr.cli.release import release
+
+    print(f"wrote {release(a.run, a.results, a.name)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bodycorr", description="Dense correspondences between human bodies.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -129,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--noise", default="clean,noisy")
     b.add_argument("--max-pairs", type=int, default=0, help="first N pairs of each set only (quick check)")
     b.set_defaults(func=_cmd_benchmark)
+
+    r = sub.add_parser("release", help="ship a trained model into the package with its model card")
+    r.add_argument("--run", required=True, help="training run folder")
+    r.add_argument("--results", required=True, help="results.json from 'bodycorr benchmark'")
+    r.add_argument("--name", default="depth-unet")
+    r.set_defaults(func=_cmd_release)
     return p
 
 

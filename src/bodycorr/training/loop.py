@@ -269,7 +269,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                 bar.set_postfix(loss=f"{ls['total'].item():.3f}")
             if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
                 el = time.time() - t0
-                record = {"step": step, "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
+                record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
                           **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
                 if validator and (step % cfg.val_every == 0 or step == cfg.steps):
                     record.update(validator(model, device))

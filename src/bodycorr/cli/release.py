@@ -1,0 +1,86 @@
+"""Ship a trained model: copy its weights into the package and write the model card from the run's records."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bodycorr.common.errors import BodycorrError, check_readable
+from bodycorr.common.fileio import write_text_atomic
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def _hardware() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU"
+
+
+def release(run: str | Path, results: str | Path, name: str = "depth-unet", command: str = "") -> Path:
+    """Copy ``run/model.pt`` to ``bodycorr/weights/<name>.pt`` and write ``<name>.md`` (the card)."""
+    run = Path(run)
+    model = check_readable(run / "model.pt", "model file")
+    cfg = json.loads(check_readable(run / "config.json", "run config").read_text())
+    res = json.loads(check_readable(results, "benchmark results").read_text())
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    if not log:
+        raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
+    size_mb = model.stat().st_size / 2**20
+    if size_mb > 20:
+        raise BodycorrError(f"model file {model}: {size_mb:.1f} MB, over the 20 MB limit for a shipped model.")
+    wall = (run / "last.pt").stat().st_mtime - (run / "config.json").stat().st_mtime
+    vals = [r for r in log if "val_mean_cm" in r]
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, WEIGHTS / f"{name}.pt")
+    rows = []
+    for key, g in res["groups"].items():
+        rows.append(f"| {key} | {g['AE_cm']:.2f} | {g['WE_cm']:.2f} | {g['median_cm']:.2f} | {g['within_5cm_pct']:.1f} | "
+                    f"{g['within_10cm_pct']:.1f} | {g['gross_pct']:.1f} | {g['flip_share_of_gross_pct']:.0f} |")  # fmt: skip
+    card = f"""# Model card: `{name}`
+
+Dense depth descriptors (Wei et al. 2016 style), {cfg['model']} backbone, {log[-1]['step']} training steps.
+
+| | |
+| --- | --- |
+| file | `src/bodycorr/weights/{name}.pt` ({size_mb:.1f} MB, float16 weights, training heads dropped) |
+| command | `{command or f"bodycorr train --config {cfg['name']} --out {run}"}` |
+| config | `configs/{cfg['name']}.json` (copied below) |
+| seed | {cfg['seed']} |
+| data | synthetic Anny people rendered on the fly: train identities only (test identities of synthetic-v1 never seen), {cfg['view']['size']}x{cfg['view']['size']} crops, noise '{cfg['view']['noise']}' |
+| steps | {log[-1]['step']} at batch {cfg['batch_size']} ({log[-1]['step'] * cfg['batch_size']} views) |
+| wall time | {wall / 3600:.2f} h |
+| hardware | {_hardware()} |
+| made | {datetime.now(timezone.utc).strftime('%Y-%m-%d')} |
+| last validation (pixel matching, val identities) | mean {vals[-1]['val_mean_cm']:.1f} cm, median {vals[-1]['val_median_cm']:.1f} cm, {vals[-1]['val_gross_pct']:.1f} % over 20 cm |
+
+## Measured on {res['suite']} (test identities, {res['views']} views per full mesh)
+
+Reproduce: `bodycorr benchmark --model src/bodycorr/weights/{name}.pt -o out/benchmark`
+
+Errors are geodesic, in cm. AE = mean over pairs of the pair's mean error; WE = the worst pair's mean.
+"Flip" = a gross error (> 20 cm) nearer the mirror (left/right) of the truth than the truth.
+
+| group (kind/pairs/noise) | AE | WE | median | < 5 cm % | < 10 cm % | > 20 cm % | flips of gross % |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+## Config
+
+```json
+{json.dumps(cfg, indent=2)}
+```
+"""
+    write_text_atomic(WEIGHTS / f"{name}.md", card)
+    return WEIGHTS / f"{name}.md"

@@ -148,3 +148,15 @@ def test_bad_model_files(tmp_path):
     torch.save(d, tmp_path / "other.pt")
     with pytest.raises(BodycorrError, match="do not match|shapes"):
         match_files(str(tmp_path / "ok.ply"), str(tmp_path / "ok.ply"), str(tmp_path / "o"), MatchOptions(model=str(tmp_path / "other.pt")))
+
+
+def test_flying_pixels_are_removed():
+    from bodycorr.matching.inputs import remove_flying_pixels
+
+    d = np.zeros((40, 40), np.float32)
+    d[10:30, 10:30] = 2.0
+    d[5, 5] = 2.5  # an isolated return
+    d[10, 30] = 2.6  # a flying pixel beside the edge
+    c = remove_flying_pixels(d)
+    assert c[5, 5] == 0 and c[10, 30] == 0
+    assert (c[11:29, 11:29] == 2.0).all() and c[10, 10] == 2.0  # a corner keeps 3 supporting neighbours

@@ -15,6 +15,7 @@ from bodycorr.evaluation.metrics import PairErrors, summarize
 from bodycorr.geometry.geodesic import all_pairs_geodesics
 from bodycorr.matching.correspond import match
 from bodycorr.matching.extract import DescriptorExtractor
+from bodycorr.matching.inputs import remove_flying_pixels
 
 KINDS = ("full-full", "partial-full", "partial-partial")
 OVERLAP_M = 0.03
@@ -59,6 +60,7 @@ class _Shapes:
             depth = self.suite.depth_clean[i] if noise == "clean" else self.suite.depth_noisy[i]
             vert = self.suite.vertex_clean[i] if noise == "clean" else self.suite.vertex_noisy[i]
             t0 = time.perf_counter()
+            depth = remove_flying_pixels(depth)  # as `bodycorr match` does for depth input
             pd = self.ex.depth_map(depth, self.suite.camera(i), f"{self.suite.shape_name(i)} ({noise})")
             truth = vert[pd.pixels[:, 0], pd.pixels[:, 1]]
             self.partial[(i, noise)] = (pd.descriptors, truth, time.perf_counter() - t0)

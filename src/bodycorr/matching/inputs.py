@@ -38,8 +38,30 @@ class ScanInput:
     camera: Camera | None = None
 
 
-def depth_input(depth: np.ndarray, intrinsics: Intrinsics | None = None, name: str = "depth map") -> ScanInput:
-    """Wrap a depth map (H, W) metres with intrinsics (default Kinect v2, scaled to its size)."""
+def remove_flying_pixels(depth: np.ndarray, max_jump: float = 0.05, min_support: int = 3) -> np.ndarray:
+    """Drop depth pixels that float between surfaces (sensor "flying pixels") or stand alone.
+
+    A valid pixel is kept if at least ``min_support`` of its 8 neighbours are valid and within
+    ``max_jump`` metres of it. depth: (H, W) metres, 0 = none -> a cleaned copy.
+    """
+    d = np.asarray(depth, dtype=np.float32)
+    valid = d > 0
+    pad = np.pad(d, 1)
+    support = np.zeros(d.shape, dtype=np.int32)
+    h, w = d.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                nb = pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                support += (nb > 0) & (np.abs(nb - d) < max_jump)
+    return np.where(valid & (support >= min_support), d, 0).astype(np.float32)
+
+
+def depth_input(depth: np.ndarray, intrinsics: Intrinsics | None = None, name: str = "depth map", clean: bool = True) -> ScanInput:
+    """Wrap a depth map (H, W) metres with intrinsics (default Kinect v2, scaled to its size).
+
+    ``clean`` removes flying pixels and isolated returns first (:func:`remove_flying_pixels`).
+    """
     d = np.asarray(depth, dtype=np.float32)
     if d.ndim != 2:
         raise BodycorrError(f"{name}: a depth map must be (H, W), got {d.shape}.")
@@ -49,6 +71,10 @@ def depth_input(depth: np.ndarray, intrinsics: Intrinsics | None = None, name: s
             raise BodycorrError(f"{name}: depth is {d.shape[1]}x{d.shape[0]} but the intrinsics are {k.width}x{k.height}. Give matching intrinsics.")
         k = k.scaled((d.shape[1], d.shape[0]))
     cam = Camera(k, np.eye(3), np.zeros(3))
+    if not np.isfinite(d).all():
+        d = np.where(np.isfinite(d), d, 0).astype(np.float32)
+    if clean:
+        d = remove_flying_pixels(d)
     valid = d > 0
     if valid.sum() < 50:
         raise BodycorrError(f"{name}: only {int(valid.sum())} valid depth pixels; no person in view.")

@@ -9,12 +9,17 @@ import torch
 from scipy import ndimage
 
 from bodycorr.common.errors import BodycorrError
+from bodycorr.data.views import crop_intrinsics
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.models.inputs import depth_to_input
 from bodycorr.render.frame import render
 from bodycorr.render.raycast import RayCaster
 from bodycorr.render.rig import orbit_rig
+
+
+RIG_ELEVATIONS = (-10.0, 5.0, 20.0, 35.0)  # within the training views' elevation range
+RIG_FILL = 0.85  # share of the image side the body spans, as in training crops (0.7 to 0.95)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,14 +118,19 @@ class DescriptorExtractor:
         pts = camera.backproject(np.where(valid, d, 0))[rows, cols] if camera is not None else np.zeros((len(rows), 3))
         return PixelDescriptors(descriptors=out.astype(np.float32), pixels=np.stack([rows, cols], 1), points=pts)
 
-    def views_of(self, vertices: np.ndarray, caster: RayCaster, num_views: int, up: np.ndarray, elevations=(-20.0, 0.0, 25.0, 50.0)):
-        """Framed renders of a surface around ``up``: yields (camera, frame) pairs."""
-        centre = 0.5 * (vertices.min(0) + vertices.max(0))
-        radius = float(np.linalg.norm(vertices - centre, axis=1).max())
+    def rig(self, points: np.ndarray, num_views: int, up: np.ndarray, elevations=RIG_ELEVATIONS) -> list[Camera]:
+        """Cameras around ``points`` (N, 3) about ``up``, each framed like the training crops:
+        the points span ``RIG_FILL`` of the image, seen from the training elevations."""
+        centre = 0.5 * (points.min(0) + points.max(0))
+        radius = float(np.linalg.norm(points - centre, axis=1).max())
         k = Intrinsics.square(self.size, fov_deg=30.0)
-        half = np.arctan(0.5 * k.width / k.fx)
-        dist = 1.02 * radius / np.sin(half)
-        for cam in orbit_rig(k, centre, dist, num_views, tuple(elevations), up):
+        cams = orbit_rig(k, centre, 2.5 * radius + 0.5, num_views, tuple(elevations), up)
+        sub = points[:: max(1, len(points) // 4000)]
+        return [Camera(crop_intrinsics(sub, c, self.size, RIG_FILL), c.R, c.t) for c in cams]
+
+    def views_of(self, vertices: np.ndarray, caster: RayCaster, num_views: int, up: np.ndarray):
+        """Framed renders of a surface around ``up``: yields (camera, frame) pairs."""
+        for cam in self.rig(vertices, num_views, up):
             yield cam, render(caster, cam)
 
     def mesh(self, mesh: Mesh, num_views: int = 48, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> VertexDescriptors:
@@ -156,17 +166,15 @@ class DescriptorExtractor:
         pts = cloud.points
         if len(pts) < 100:
             raise BodycorrError(f"{cloud.name}: only {len(pts)} points; need at least 100 to describe a body.")
-        centre = 0.5 * (pts.min(0) + pts.max(0))
-        radius = float(np.linalg.norm(pts - centre, axis=1).max())
-        k = Intrinsics.square(self.size, fov_deg=30.0)
-        dist = 1.02 * radius / np.sin(np.arctan(0.5 * k.width / k.fx))
-        cams = orbit_rig(k, centre, dist, num_views, (-20.0, 0.0, 25.0, 50.0), up)
+        cams = self.rig(pts, num_views, up)
         # splat radius: typical point spacing in pixels
         from scipy.spatial import cKDTree
 
         spacing = float(np.median(cKDTree(pts).query(pts[:: max(1, len(pts) // 2000)], k=2)[0][:, 1]))
         depths, pix, vis = [], [], []
         for cam in cams:
+            k = cam.intrinsics
+            dist = float(np.linalg.norm(cam.center - pts.mean(0)))
             pr = cam.project(pts)
             uv = np.floor(np.nan_to_num(pr.uv, nan=-1)).astype(int)
             ok = pr.inside

@@ -20,6 +20,12 @@ from bodycorr.common.errors import BodycorrError
 __all__ = ["CosineClassifier", "MultiTaskHeads"]
 
 
+# Cosine heads only use the direction of each class weight, and an Adam step moves a weight by about
+# the learning rate whatever its size: the angle a step turns is lr / |w|. Unit-variance weights
+# (|w| = 4 in 16-D) would turn about 20x slower than these, and each of the 100 segmentation heads
+# sees only a few % of the batches, so they would barely move from their random start.
+HEAD_INIT_STD = 0.05
+
 def _check_pixels(desc: torch.Tensor, dim: int, what: str) -> None:
     if not isinstance(desc, torch.Tensor) or desc.ndim != 2 or desc.shape[1] != dim:
         got = tuple(desc.shape) if isinstance(desc, torch.Tensor) else type(desc).__name__
@@ -37,7 +43,7 @@ class CosineClassifier(nn.Module):
         if dim < 1 or num_classes < 1:
             raise BodycorrError(f"CosineClassifier: dim={dim}, num_classes={num_classes} must be >= 1.")
         self.dim, self.num_classes, self.scale = dim, num_classes, float(scale)
-        self.weight = nn.Parameter(torch.randn(num_classes, dim))
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * HEAD_INIT_STD)
 
     def forward(self, desc: torch.Tensor) -> torch.Tensor:
         w = F.normalize(self.weight, dim=1)
@@ -68,7 +74,7 @@ class MultiTaskHeads(nn.Module):
             )
         self.dim, self.num_segmentations, self.num_patches = dim, num_segmentations, num_patches
         self.num_keypoints, self.scale = num_keypoints, float(scale)
-        self.weight = nn.Parameter(torch.randn(num_segmentations, num_patches, dim))
+        self.weight = nn.Parameter(torch.randn(num_segmentations, num_patches, dim) * HEAD_INIT_STD)
         self.keypoint = CosineClassifier(dim, num_keypoints + 1, scale) if num_keypoints > 0 else None
 
     def logits(

@@ -196,7 +196,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     kp = torch.from_numpy(targets.keypoints).to(device)
     model = build_model(cfg, targets).to(device)
     heads = model.heads
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # no weight decay on the cosine heads: shrinking their norm would silently raise their step size
+    head_params = [p for n, p in model.named_parameters() if n.startswith("heads.")]
+    body_params = [p for n, p in model.named_parameters() if not n.startswith("heads.")]
+    opt = torch.optim.AdamW([{"params": body_params, "weight_decay": cfg.weight_decay},
+                             {"params": head_params, "weight_decay": 0.0}], lr=cfg.lr)  # fmt: skip
     step = 0
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():

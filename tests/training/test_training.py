@@ -104,3 +104,10 @@ def test_unknown_config_key_and_missing_config():
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(BodycorrError, match="not found"):
         load_config("no-such-config")
+
+
+def test_resume_may_change_the_step_count(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(tiny.replace(steps=1), out, progress=False)
+    rec = train(tiny.replace(steps=3), out, progress=False)
+    assert rec["step"] == 3

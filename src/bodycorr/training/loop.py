@@ -205,7 +205,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
         state = read_torch_file(ckpt_path, "training checkpoint")
-        if _plain(state.get("config")) != _plain(cfg.to_dict()):
+        # the step count may change on resume (extend or shorten a run: the schedule follows)
+        if {**_plain(state.get("config")), "steps": cfg.steps} != _plain(cfg.to_dict()):
             raise BodycorrError(
                 f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume."
             )

@@ -67,14 +67,29 @@ def _cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _cmd_benchmark(a: argparse.Namespace) -> None:
-    from bodycorr.evaluation.synthetic import SuiteEvalConfig, evaluate_suite, format_table
-    from bodycorr.matching.pipeline import load_extractor
+    from bodycorr.evaluation.harness import HarnessConfig, format_comparison, format_issues, make_methods, run_benchmark
 
-    cfg = SuiteEvalConfig(suite=a.suite, views=a.views, max_pairs=a.max_pairs,
-                          kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")))  # fmt: skip
-    res = evaluate_suite(load_extractor(a.model), cfg, a.out)
-    print(format_table(res))
-    print(f"results in {a.out}/results.json, plots in {a.out}/")
+    if a.registrations and a.meshes:
+        raise BodycorrError("benchmark: give --registrations DIR or --meshes DIR, not both.")
+    if a.registrations or a.meshes:
+        from bodycorr.evaluation.userdata import UserSuiteConfig, load_user_suite
+
+        suite = load_user_suite(UserSuiteConfig(
+            folder=a.registrations or a.meshes, format="registrations" if a.registrations else "index-files",
+            pairs=a.pairs, name_rule=a.name_rule, gt_dir=a.gt_dir, gt_suffix=a.gt_suffix, gt_layout=a.gt_layout,
+            index_base=a.index_base, symmetry=a.symmetry, units=a.units, up=a.up, geodesic=a.geodesic,
+            max_pairs=a.max_pairs, seed=a.seed))  # fmt: skip
+    else:
+        from bodycorr.evaluation.synthetic import SyntheticPairSuite
+
+        suite = SyntheticPairSuite(a.suite, a.max_pairs)
+    specs = ([a.model] if a.model or not a.compare else []) + list(a.compare or [])
+    cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")), max_points=a.points, seed=a.seed)
+    res = run_benchmark(suite, make_methods(specs, views=a.views), cfg, a.out)
+    print(format_comparison(res))
+    if res.issues:
+        print(format_issues(res))
+    print(f"results in {a.out}/results.json, plots in {a.out}/ (cumulative.png, pairs_sorted.png, heatmap.png)")
 
 
 def _cmd_release(a: argparse.Namespace) -> None:
@@ -126,14 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.set_defaults(func=_cmd_demo)
-    b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite")
-    b.add_argument("--suite", default="synthetic-v1")
-    b.add_argument("--model", help="model file (default: the shipped model)")
+    b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",
+                       description="Geodesic correspondence errors (on each target's own surface, cm) of one or more methods "
+                                   "on the same pairs: the synthetic suite, a folder of same-topology registrations "
+                                   "(--registrations) or of meshes with ground-truth index files (--meshes).")  # fmt: skip
+    b.add_argument("--suite", default="synthetic-v1", help="synthetic suite (when no folder is given)")
+    b.add_argument("--registrations", metavar="DIR", help="folder of registrations in one topology (vertex i = same point)")
+    b.add_argument("--meshes", metavar="DIR", help="folder of meshes, each with a ground-truth index file (see --gt-*)")
+    b.add_argument("--pairs", metavar="FILE", help="pair list: 'source target [group]' per line (default: all pairs by --name-rule)")
+    b.add_argument("--name-rule", default=r"(?P<subject>.+)_(?P<pose>[^_]+)",
+                   help="regex on file stems with a (?P<subject>...) group: same subject = intra, else inter")  # fmt: skip
+    b.add_argument("--gt-dir", metavar="DIR", help="folder of the index files (default: the mesh folder)")
+    b.add_argument("--gt-suffix", default=".txt", help="index file of mesh NAME.ext is NAME<suffix> (default .txt)")
+    b.add_argument("--gt-layout", default="per-vertex", choices=["per-vertex", "per-reference"],
+                   help="per-vertex: line i = reference point of vertex i; per-reference (.vts): line k = vertex at reference point k")  # fmt: skip
+    b.add_argument("--index-base", type=int, default=0, choices=[0, 1], help="index files and --symmetry are 0- or 1-based")
+    b.add_argument("--symmetry", metavar="FILE", help="left/right map: mirror vertex per vertex (registrations) or per reference point")
+    b.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"], help="units of the mesh files")
+    b.add_argument("--up", default="auto", help="up axis of the folder's meshes (x, y, z, -y, ...; default: longest axis)")
+    b.add_argument("--geodesic", default="graph", choices=["graph", "heat"], help="geodesics on each target (default graph)")
+    b.add_argument("--points", type=int, help="evaluated source points per pair (0 = all; default 2000 for folders, all for synthetic)")
+    b.add_argument("--model", help="model file (default: the shipped model; with --compare: listed first)")
+    b.add_argument("--compare", nargs="+", metavar="METHOD",
+                   help="methods side by side: model files / checkpoints and baselines (baseline:rigid-nn, baseline:nn)")  # fmt: skip
     b.add_argument("-o", "--out", default="out/benchmark")
     b.add_argument("--views", type=int, default=48)
     b.add_argument("--kinds", default="full-full,partial-full,partial-partial")
     b.add_argument("--noise", default="clean,noisy")
-    b.add_argument("--max-pairs", type=int, default=0, help="first N pairs of each set only (quick check)")
+    b.add_argument("--max-pairs", type=int, default=0,
+                   help="quick check: synthetic: first N pairs of each set; folders: N pairs per group sampled with --seed")  # fmt: skip
+    b.add_argument("--seed", type=int, default=0, help="seed of the point subsets, the pair sample and the rendered views")
     b.set_defaults(func=_cmd_benchmark)
 
     r = sub.add_parser("release", help="ship a trained model into the package with its model card")

@@ -1,8 +1,14 @@
-"""Correspondence quality of a model on a synthetic suite: full-full, partial-full, partial-partial."""
+"""Correspondence quality of a model on a synthetic suite: full-full, partial-full, partial-partial.
+
+The suite runs through the generic harness (:mod:`bodycorr.evaluation.harness`) as a
+:class:`SyntheticPairSuite`: its shapes share the template's topology (vertex i is template vertex
+i), its views are the suite's stored Kinect v2 renders with per-pixel template-vertex truth, and
+geodesics come from the template's all-pairs table scaled to each target's size (square root of
+its surface-area ratio to the template), so every source point is evaluated.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,16 +16,23 @@ import numpy as np
 
 from bodycorr.body.template import get_template
 from bodycorr.common.fileio import ensure_dir, write_json_atomic
-from bodycorr.data.suite import Suite, load_suite
-from bodycorr.evaluation.metrics import PairErrors, summarize
+from bodycorr.data.suite import load_suite
+from bodycorr.evaluation.harness import (
+    FLIP_MIN_M,
+    KINDS,
+    OVERLAP_M,
+    HarnessConfig,
+    ModelMethod,
+    PairSpec,
+    PairSuite,
+    Surface,
+    View,
+    run_benchmark,
+)
 from bodycorr.geometry.geodesic import all_pairs_geodesics
-from bodycorr.matching.correspond import match
 from bodycorr.matching.extract import DescriptorExtractor
-from bodycorr.matching.inputs import remove_flying_pixels
 
-KINDS = ("full-full", "partial-full", "partial-partial")
-OVERLAP_M = 0.03
-FLIP_MIN_M = 0.10  # truth and its mirror must be this far apart for a match to count as a flip
+__all__ = ["KINDS", "OVERLAP_M", "FLIP_MIN_M", "SuiteEvalConfig", "SyntheticPairSuite", "evaluate_suite", "format_table"]
 
 
 @dataclass(frozen=True)
@@ -39,37 +52,60 @@ class SuiteEvalConfig:
     max_pairs: int = 0
 
 
-class _Shapes:
-    """Descriptors of the suite's shapes, computed once and reused across pairs."""
+class _TableRows:
+    """Geodesic rows from the template's all-pairs table, scaled to one target's size."""
 
-    def __init__(self, suite: Suite, extractor: DescriptorExtractor, views: int):
-        self.suite, self.ex, self.views = suite, extractor, views
-        self.full: dict[int, tuple[np.ndarray, float]] = {}
-        self.partial: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, float]] = {}
+    def __init__(self, table: np.ndarray, scale: float):
+        self.table, self.scale = table, float(scale)
 
-    def full_desc(self, i: int) -> tuple[np.ndarray, float]:
-        if i not in self.full:
-            t0 = time.perf_counter()
-            vd = self.ex.mesh(self.suite.mesh(i), self.views, np.array([0.0, 0.0, 1.0]))
-            self.full[i] = (vd.descriptors, time.perf_counter() - t0)
-        return self.full[i]
-
-    def partial_desc(self, i: int, noise: str) -> tuple[np.ndarray, np.ndarray, float]:
-        """(descriptors (N, D), truth template vertex (N,) -1 = none, seconds) of the valid pixels."""
-        if (i, noise) not in self.partial:
-            depth = self.suite.depth_clean[i] if noise == "clean" else self.suite.depth_noisy[i]
-            vert = self.suite.vertex_clean[i] if noise == "clean" else self.suite.vertex_noisy[i]
-            t0 = time.perf_counter()
-            depth = remove_flying_pixels(depth)  # as `bodycorr match` does for depth input
-            pd = self.ex.depth_map(depth, self.suite.camera(i), f"{self.suite.shape_name(i)} ({noise})")
-            truth = vert[pd.pixels[:, 0], pd.pixels[:, 1]]
-            self.partial[(i, noise)] = (pd.descriptors, truth, time.perf_counter() - t0)
-        return self.partial[(i, noise)]
+    def rows(self, vertices: np.ndarray) -> np.ndarray:
+        return self.table[np.asarray(vertices, dtype=np.int64)].astype(np.float32) * np.float32(self.scale)
 
 
-def _scale(suite: Suite, i: int, template_area: float) -> float:
-    """Geodesic scale of shape i relative to the template: sqrt of the surface-area ratio."""
-    return float(np.sqrt(suite.mesh(i).face_areas().sum() / template_area))
+class SyntheticPairSuite(PairSuite):
+    """A synthetic suite (``synthetic-v1``) as a harness suite: pairs grouped ``inter`` then ``intra``
+    (the first ``max_pairs`` of each when > 0), z up, the template's left/right symmetry."""
+
+    default_points = 0  # the table makes every point cheap: evaluate all
+
+    def __init__(self, name: str = "synthetic-v1", max_pairs: int = 0, progress: bool = True):
+        self.suite = load_suite(name)
+        self.name = self.suite.name
+        template = get_template()
+        self.table = all_pairs_geodesics(template.mesh, progress=progress)
+        self.symmetry = template.symmetry
+        self.template_area = float(template.mesh.face_areas().sum())
+        self.names = [self.suite.shape_name(i) for i in range(len(self.suite))]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.pairs = []
+        for pairset in ("inter", "intra"):
+            pairs = self.suite.pairs(pairset)
+            if max_pairs:
+                pairs = pairs[:max_pairs]
+            self.pairs += [PairSpec(self.names[int(a)], self.names[int(b)], pairset) for a, b in pairs]
+        self.issues = []
+        self.meta = {"format": "synthetic", "geodesic": "template all-pairs table (graph), scaled by sqrt(area ratio)",
+                     "symmetry": {"available": True, "from": "template"}, "units": {"m": len(self.suite)}}  # fmt: skip
+        self._surfaces: dict[str, Surface] = {}
+
+    def surface(self, name: str) -> Surface:
+        if name not in self._surfaces:
+            mesh = self.suite.mesh(self.index[name])
+            self._surfaces[name] = Surface(name, mesh, None, self.symmetry, np.array([0.0, 0.0, 1.0]), "z",
+                                           str(self.suite.identity[self.index[name]]))  # fmt: skip
+        return self._surfaces[name]
+
+    def view(self, name: str, noise: str) -> View:
+        i = self.index[name]
+        depth = self.suite.depth_clean[i] if noise == "clean" else self.suite.depth_noisy[i]
+        vert = self.suite.vertex_clean[i] if noise == "clean" else self.suite.vertex_noisy[i]
+        valid = np.isfinite(depth) & (depth > 0)
+        return View(np.where(valid, depth, 0).astype(np.float32), self.suite.camera(i), vert[valid].astype(np.int64),
+                    f"{name} ({noise})")  # fmt: skip
+
+    def geodesics(self, name: str) -> _TableRows:
+        area = float(self.surface(name).mesh.face_areas().sum())
+        return _TableRows(self.table, np.sqrt(area / self.template_area))
 
 
 def evaluate_suite(extractor: DescriptorExtractor, config: SuiteEvalConfig = SuiteEvalConfig(), out: str | Path | None = None,
@@ -78,74 +114,25 @@ def evaluate_suite(extractor: DescriptorExtractor, config: SuiteEvalConfig = Sui
 
     Geodesic error is measured on the template (all shapes share its topology, so the true target
     point of every source point is known exactly) and scaled to each target's size (square root of
-    its area ratio to the template). Returns a nested dict, also written to ``out/results.json``.
+    its area ratio to the template). Returns a nested dict, also written to ``out/results.json``;
+    ``"_per_pair"`` holds the :class:`~bodycorr.evaluation.metrics.PairErrors` of each group.
     """
-    suite = load_suite(config.suite)
-    template = get_template()
-    D = all_pairs_geodesics(template.mesh, progress=progress)
-    sym = template.symmetry
-    t_area = float(template.mesh.face_areas().sum())
-    shapes = _Shapes(suite, extractor, config.views)
-    results: dict = {"suite": suite.name, "views": config.views, "groups": {}}
-    per_pair: dict = {}
-    jobs = []
-    for kind in config.kinds:
-        for pairset in ("inter", "intra"):
-            pairs = suite.pairs(pairset)
-            if config.max_pairs:
-                pairs = pairs[: config.max_pairs]
-            for noise in (("clean",) if kind == "full-full" else config.noise):
-                jobs.append((kind, pairset, noise, pairs))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(len(j[3]) for j in jobs), desc="pairs", unit="pair")
-    for kind, pairset, noise, pairs in jobs:
-        errs = []
-        for a, b in pairs:
-            a, b = int(a), int(b)
-            s_b = _scale(suite, b, t_area)
-            outside = None
-            if kind.startswith("full"):
-                src, ts = shapes.full_desc(a)
-                truth = np.arange(len(src))
-            else:
-                src, truth, ts = shapes.partial_desc(a, noise)
-            if kind.endswith("full"):
-                tgt, tt = shapes.full_desc(b)
-                tgt_truth = np.arange(len(tgt))
-            else:
-                tgt, tgt_truth, tt = shapes.partial_desc(b, noise)
-            t0 = time.perf_counter()
-            c = match(src, tgt)
-            tm = time.perf_counter() - t0
-            keep = truth >= 0
-            pred = tgt_truth[c.target[keep]]
-            tr = truth[keep]
-            ok = pred >= 0  # a match onto a target pixel without truth (flying pixel) counts as gross
-            d = np.where(ok, D[tr, np.maximum(pred, 0)].astype(np.float32), 1.0)
-            d_mirror = np.where(ok, D[sym[tr], np.maximum(pred, 0)].astype(np.float32), 1.0)
-            flips = (d_mirror < d) & (D[tr, sym[tr]].astype(np.float32) > FLIP_MIN_M)
-            if kind == "partial-partial":
-                seen_t = np.unique(tgt_truth[tgt_truth >= 0])
-                ut, inv = np.unique(tr, return_inverse=True)
-                near = D[np.ix_(ut, seen_t)].astype(np.float32).min(1) < OVERLAP_M
-                outside = ~near[inv]
-            name = f"{suite.shape_name(a)}->{suite.shape_name(b)}"
-            errs.append(PairErrors(name, d * s_b * 100, flips, outside, {"describe": ts + tt, "match": tm}))
-            bar and bar.update()
-        key = f"{kind}/{pairset}/{noise}"
-        results["groups"][key] = summarize(errs)
-        per_pair[key] = errs
-    bar and bar.close()
+    suite = SyntheticPairSuite(config.suite, config.max_pairs, progress)
+    method = ModelMethod(extractor, name="model", views=config.views, up="z")
+    res = run_benchmark(suite, [method], HarnessConfig(kinds=tuple(config.kinds), noise=tuple(config.noise), max_points=0),
+                        progress=progress)  # fmt: skip
+    per_pair = {g: [r.errors for r in res.records["model"][g]] for g in res.groups}
+    results: dict = {"suite": suite.name, "views": config.views, "groups": res.summaries()["model"]}
+    if res.issues:
+        results["errors"] = res.issues
     if out is not None:
         out = ensure_dir(out)
         write_json_atomic(out / "results.json", results)
         from bodycorr.evaluation.plots import plot_cumulative, plot_sorted_pairs
 
-        plot_cumulative({k: np.concatenate([p.errors_cm for p in v]) for k, v in per_pair.items()}, out / "cumulative.png")
-        plot_sorted_pairs(per_pair, out / "pairs_sorted.png")
+        nonempty = {k: v for k, v in per_pair.items() if v}
+        plot_cumulative({k: np.concatenate([p.errors_cm for p in v]) for k, v in nonempty.items()}, out / "cumulative.png")
+        plot_sorted_pairs(nonempty, out / "pairs_sorted.png")
     results["_per_pair"] = per_pair
     return results
 
@@ -156,5 +143,9 @@ def format_table(results: dict) -> str:
     head = f"{'group':34s}" + "".join(f"{c.replace('_pct', ' %').replace('_cm', ' cm'):>14s}" for c in cols)
     lines = [head, "-" * len(head)]
     for k, g in results["groups"].items():
-        lines.append(f"{k:34s}" + "".join(f"{g.get(c, float('nan')):14.2f}" for c in cols))
+        lines.append(f"{k:34s}" + "".join(f"{_num(g.get(c)):14.2f}" for c in cols))
     return "\n".join(lines)
+
+
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("nan")

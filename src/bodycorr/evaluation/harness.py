@@ -1,0 +1,880 @@
+"""A generic pair-suite runner: methods x pairs -> geodesic errors on the target -> summaries, a
+terminal table, JSON and plots. ``bodycorr benchmark --compare A B ...`` runs several methods (model
+files, checkpoints, baselines) side by side on exactly the same pairs and source points.
+
+The model
+---------
+* A suite (:class:`PairSuite`) has full *surfaces* (:class:`Surface`: a mesh in metres, a reference
+  id per vertex, optionally a left/right symmetry map), a list of pairs (:class:`PairSpec`), one
+  partial *view* of each surface (:class:`View`, a depth map whose pixels know their surface vertex)
+  and geodesic distances on each surface (:class:`GeodesicRows`). The synthetic suite
+  (:mod:`bodycorr.evaluation.synthetic`) and user folders (:mod:`bodycorr.evaluation.userdata`) are
+  two such suites.
+* A method (:class:`Method`) describes each shape once (``prepare``: timed, cached per shape) and
+  maps every source point to a target point (``correspond``: timed). Learned models are
+  :class:`ModelMethod`; :mod:`bodycorr.evaluation.baseline` has methods that need no learning.
+* Each pair is run as every requested kind (``full-full``, ``partial-full``, ``partial-partial``:
+  the partial side is the surface's view) and noise level; the group of a pair is
+  ``"<kind>/<pair group>/<noise>"`` (e.g. ``partial-full/intra/noisy``).
+
+Truth and error
+---------------
+A source point is a surface vertex (full shape) or a pixel whose truth is the nearest corner of the
+rendered triangle. Its reference id (``Surface.ref``; the vertex itself for same-topology data)
+names the true target points: the target vertices with the same reference id (a set when several
+target vertices share one id; at most :data:`MAX_TRUTH_SET` of them, nearest the set's centre).
+The matched target point is likewise a target vertex (or a pixel -> its corner vertex). The error
+is the geodesic distance, **on the target's own surface**, from the truth to the match (the minimum
+over the truth set), in cm. A match on a pixel without truth (a flying pixel) or on another
+connected component counts as :data:`PENALTY_M` (1 m).
+
+For speed only a deterministic random subset of the source points with truth is evaluated
+(``HarnessConfig.max_points``, 2000 for folders; the synthetic suite evaluates all): the subset is
+drawn from ``(seed, number of candidate points)``, the same for every method, so geodesics are
+needed from at most that many truth vertices per pair; their rows are computed once per pair for
+all methods, and cached per target surface (for same-topology full sources the subset is the same
+vertex set for every pair, so rows are reused across pairs).
+
+Flips (left/right): the match is nearer the mirror of the truth than the truth, and the truth is
+at least :data:`FLIP_MIN_M` from its mirror. Computed as ``d(truth, sym(match)) < d(truth, match)``
+(equal to ``d(sym(truth), match)`` when the symmetry map is an isometry), so it needs no extra
+geodesic rows. Only where the suite has a symmetry map; otherwise flip figures are ``None``.
+
+Partial pairs: ``outside_overlap`` (on :class:`PairErrors`, partial targets) marks source points
+whose truth lies more than :data:`OVERLAP_M` from what the target view sees (no true counterpart);
+``match_outside_overlap_pct`` is the share of source points whose *match* falls more than
+:data:`OVERLAP_M` outside the truly overlapping region (the target surface seen by the source view,
+and by the target view for partial targets). Both use Dijkstra on the target mesh (2-ring chords).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.common.fileio import atomic_path, ensure_dir, write_json_atomic
+from bodycorr.evaluation.metrics import GROSS_CM, PairErrors, auc, cumulative_curve, summarize
+from bodycorr.geometry.camera import Camera
+from bodycorr.geometry.mesh import Mesh
+from bodycorr.matching.inputs import ScanInput, remove_flying_pixels
+
+KINDS = ("full-full", "partial-full", "partial-partial")
+NOISE = ("clean", "noisy")
+OVERLAP_M = 0.03  # a point farther than this from the other side's visible surface has no counterpart
+FLIP_MIN_M = 0.10  # truth and its mirror must be this far apart for a match to count as a flip
+PENALTY_M = 1.0  # error of a match on a pixel without truth, or on another connected component
+MAX_TRUTH_SET = 16
+DEFAULT_POINTS = 2000
+ROW_CACHE_BYTES = 1_500_000_000
+
+
+# ----------------------------------------------------------------------------------------------
+# what a suite provides
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Surface:
+    """A full shape of a suite.
+
+    Attributes:
+        name: unique name in the suite (file stem for folders).
+        mesh: the mesh, metres.
+        ref: (V,) int64 reference id of each vertex, -1 = none; None = the vertex index itself
+            (same-topology data: vertex i is the same point on every shape).
+        symmetry: (V,) int64 left/right mirror vertex of each vertex (-1 = unknown), or None.
+        up: (3,) unit up axis (for rendering views and plots).
+        up_hint: what methods are told about the up axis ("auto" or an axis such as "z").
+        subject: person id, when known.
+        path: the file it came from ("" for generated shapes).
+        units: the units the file was in ("m", "cm", "mm").
+    """
+
+    name: str
+    mesh: Mesh
+    ref: np.ndarray | None = None
+    symmetry: np.ndarray | None = None
+    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    up_hint: str = "auto"
+    subject: str | None = None
+    path: str = ""
+    units: str = "m"
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """One depth view of a surface.
+
+    Attributes:
+        depth: (H, W) float32 metres, 0 = no data.
+        camera: the camera that took it (world = the surface's frame).
+        vertex: (N,) int64 surface vertex of each valid pixel (``depth > 0``, row-major order), the
+            nearest corner of the rendered triangle; -1 for a pixel without truth (flying pixel).
+        name: label for messages.
+    """
+
+    depth: np.ndarray
+    camera: Camera
+    vertex: np.ndarray
+    name: str
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A pair of surfaces (source -> target) and its group ("intra", "inter", "pairs", ...)."""
+
+    source: str
+    target: str
+    group: str = "pairs"
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}->{self.target}"
+
+
+class GeodesicRows(Protocol):
+    """Geodesic distances on one surface: ``rows(vertices (K,)) -> (K, V) float32 metres``."""
+
+    def rows(self, vertices: np.ndarray) -> np.ndarray: ...
+
+
+class PairSuite:
+    """What the harness needs from a suite; subclasses fill the attributes and methods."""
+
+    name: str = "suite"
+    pairs: list[PairSpec]
+    issues: list[str]
+    meta: dict
+    default_points: int = DEFAULT_POINTS
+
+    def surface(self, name: str) -> Surface:
+        raise NotImplementedError
+
+    def view(self, name: str, noise: str) -> View:
+        raise NotImplementedError
+
+    def geodesics(self, name: str) -> GeodesicRows:
+        raise NotImplementedError
+
+
+class RowCache:
+    """Geodesic rows (float32) per (surface, vertex), bounded in bytes; whole surfaces are evicted
+    least recently used first."""
+
+    def __init__(self, max_bytes: int = ROW_CACHE_BYTES):
+        self.max_bytes = int(max_bytes)
+        self._store: OrderedDict[str, dict[int, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: str, vertices: np.ndarray, compute) -> np.ndarray:
+        """(K, V) rows of ``vertices`` on surface ``key``; missing ones via ``compute(missing) -> (M, V)``."""
+        rows = self._store.setdefault(key, {})
+        self._store.move_to_end(key)
+        missing = np.array([v for v in np.unique(vertices).tolist() if v not in rows], dtype=np.int64)
+        if missing.size:
+            for lo in range(0, missing.size, 256):
+                chunk = missing[lo : lo + 256]
+                got = np.asarray(compute(chunk), dtype=np.float32)
+                for v, r in zip(chunk.tolist(), got):
+                    rows[v] = r
+                self._bytes += got.nbytes
+        out = np.stack([rows[int(v)] for v in vertices]) if len(vertices) else np.zeros((0, 0), np.float32)
+        while self._bytes > self.max_bytes and self._store:
+            _, old = self._store.popitem(last=False)  # the surface in use is last: evicted only if alone
+            self._bytes -= sum(r.nbytes for r in old.values())
+        return out
+
+
+class SolverRows:
+    """:class:`GeodesicRows` from a :class:`~bodycorr.geometry.geodesic.GeodesicSolver` on the mesh
+    itself (``method`` "graph" or "heat"), built on first use; rows kept in a shared :class:`RowCache`.
+    The solver caches its own preprocessing on disk (the "graph" edges), keyed on the mesh content."""
+
+    def __init__(self, mesh: Mesh, method: str = "graph", cache: RowCache | None = None, key: str | None = None):
+        self.mesh, self.method = mesh, method
+        self.cache = cache or RowCache()
+        self.key = key or f"{mesh.name}:{method}"
+        self._solver = None
+
+    @property
+    def solver(self):
+        if self._solver is None:
+            from bodycorr.geometry.geodesic import GeodesicSolver
+
+            self._solver = GeodesicSolver(self.mesh, self.method)  # type: ignore[arg-type]
+        return self._solver
+
+    def rows(self, vertices: np.ndarray) -> np.ndarray:
+        return self.cache.get(self.key, np.asarray(vertices, dtype=np.int64), lambda v: self.solver.from_sources(v))
+
+
+# ----------------------------------------------------------------------------------------------
+# what a method sees, and methods
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class EvalShape:
+    """One side of a pair as a method sees it.
+
+    Attributes:
+        key: cache key ("<surface>" or "<surface> [view, <noise>]").
+        scan: the input: kind "mesh" (points = vertices) or "depth" (points = valid pixels, world).
+        surface: name of the full surface it is (a view of).
+        up_hint: what the suite says about the up axis ("auto" = unknown).
+        up: (3,) up axis for plots.
+        vertex: (N,) surface vertex of each point, -1 = none. For evaluation only: methods must not use it.
+    """
+
+    key: str
+    scan: ScanInput
+    surface: str
+    up_hint: str
+    up: np.ndarray
+    vertex: np.ndarray
+
+    @property
+    def partial(self) -> bool:
+        return self.scan.kind == "depth"
+
+
+class Method(Protocol):
+    """A correspondence method: ``prepare`` each shape once, then ``correspond`` pairs.
+
+    ``correspond(prepare(source), prepare(target))`` returns (N_source,) int target point indices
+    (into ``target.scan.points``), one per source point.
+    """
+
+    name: str
+
+    def prepare(self, shape: EvalShape) -> Any: ...
+
+    def correspond(self, source: Any, target: Any) -> np.ndarray: ...
+
+
+class ModelMethod:
+    """A descriptor network: per-pixel descriptors for views, multi-view per-vertex descriptors for
+    meshes (``views`` renders), nearest neighbours in descriptor space (as ``bodycorr match``).
+
+    Args:
+        extractor: a :class:`~bodycorr.matching.extract.DescriptorExtractor`.
+        name: label in tables and plots.
+        views: renders per full mesh.
+        up: up axis for meshes ("auto" = estimated by the network); None = the suite's hint.
+    """
+
+    def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None):
+        self.extractor, self.name, self.views, self.up = extractor, name, int(views), up
+
+    def prepare(self, shape: EvalShape):
+        from bodycorr.matching.pipeline import describe
+
+        d = describe(shape.scan, self.extractor, self.views, self.up or shape.up_hint)
+        if len(d.descriptors) != len(shape.scan.points):
+            raise BodycorrError(f"{shape.key}: the model described {len(d.descriptors)} points but the shape has "
+                                f"{len(shape.scan.points)}. This is a bug; report it.")  # fmt: skip
+        return d
+
+    def correspond(self, source, target) -> np.ndarray:
+        from bodycorr.matching.correspond import match
+
+        return match(source.descriptors, target.descriptors, source.consistency).target
+
+
+def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:
+    """A method from a command-line spec: ``baseline:<name>`` (see :mod:`bodycorr.evaluation.baseline`),
+    a model file or training checkpoint, or None for the shipped model."""
+    if spec and spec.startswith("baseline:"):
+        from bodycorr.evaluation.baseline import get_baseline
+
+        return get_baseline(spec.split(":", 1)[1])
+    from bodycorr.matching.pipeline import load_extractor
+
+    if not spec:
+        return ModelMethod(load_extractor(None, device), name="shipped model", views=views, up=up)
+    from bodycorr.matching.extract import DescriptorExtractor
+    from bodycorr.models.io import load_model_file, read_torch_file
+
+    # input size: the model file's meta, else a training checkpoint's view config, else 128
+    d = read_torch_file(spec, "model file")
+    size = (d.get("meta") or {}).get("size") or ((d.get("config") or {}).get("view") or {}).get("size") or 128
+    return ModelMethod(DescriptorExtractor(load_model_file(spec, device), size=int(size), device=device), name=spec, views=views, up=up)
+
+
+def make_methods(specs: list[str | None], views: int = 48, device: str = "cpu", up: str | None = None) -> list[Method]:
+    """:func:`make_method` for each spec; repeated names get a ``#2``, ``#3`` suffix."""
+    out: list[Method] = []
+    seen: dict[str, int] = {}
+    for s in specs:
+        m = make_method(s, views, device, up)
+        seen[m.name] = seen.get(m.name, 0) + 1
+        if seen[m.name] > 1:
+            m.name = f"{m.name}#{seen[m.name]}"
+        out.append(m)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# truth of one pair
+# ----------------------------------------------------------------------------------------------
+
+
+class _RefIndex:
+    """Target vertices by reference id."""
+
+    def __init__(self, surface: Surface):
+        self.n = surface.mesh.num_vertices
+        self.identity = surface.ref is None
+        self.vertices = surface.mesh.vertices
+        if not self.identity:
+            ref = np.asarray(surface.ref, dtype=np.int64)
+            order = np.argsort(ref, kind="stable")
+            order = order[ref[order] >= 0]
+            self.order, self.sorted = order, ref[order]
+
+    def members(self, refs: np.ndarray) -> np.ndarray:
+        """(N,) reference ids -> (N, S) target vertices with that id, -1 padded (S <= MAX_TRUTH_SET)."""
+        refs = np.asarray(refs, dtype=np.int64)
+        if self.identity:
+            return np.where((refs >= 0) & (refs < self.n), refs, -1)[:, None]
+        lo = np.searchsorted(self.sorted, refs, "left")
+        hi = np.searchsorted(self.sorted, refs, "right")
+        cnt = np.where(refs >= 0, hi - lo, 0)
+        s = int(min(max(cnt.max(initial=1), 1), MAX_TRUTH_SET))
+        col = np.arange(s)
+        pos = lo[:, None] + col
+        out = np.where(col < cnt[:, None], self.order[np.minimum(pos, len(self.order) - 1)] if len(self.order) else -1, -1)
+        for i in np.flatnonzero(cnt > MAX_TRUTH_SET):  # big sets: the members nearest the set's centre
+            mem = self.order[lo[i] : hi[i]]
+            c = self.vertices[mem].mean(0)
+            out[i] = mem[np.argsort(np.linalg.norm(self.vertices[mem] - c, axis=1), kind="stable")[:MAX_TRUTH_SET]]
+        return out.astype(np.int64)
+
+
+def _edge_graph(mesh: Mesh) -> sp.csr_matrix:
+    """Vertices joined to their 2-ring neighbours by straight chords. For the 3 cm overlap tests:
+    on the template at 1-5 cm it is unbiased (mean 0.0 %, 90 % within +-3.5 % of the geodesic),
+    where Dijkstra on plain mesh edges zigzags (+7 % on average)."""
+    e = mesh.edges()
+    n = mesh.num_vertices
+    a = sp.csr_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
+    a2 = sp.triu(a + a @ a, k=1).tocoo()
+    w = np.linalg.norm(mesh.vertices[a2.row] - mesh.vertices[a2.col], axis=1)
+    return sp.csr_matrix((np.r_[w, w], (np.r_[a2.row, a2.col], np.r_[a2.col, a2.row])), shape=(n, n))
+
+
+def _distance_to_set(graph: sp.csr_matrix, seeds: np.ndarray) -> np.ndarray:
+    """(V,) graph distance from each vertex to the nearest seed (inf if none is reachable)."""
+    if len(seeds) == 0:
+        return np.full(graph.shape[0], np.inf)
+    return np.asarray(dijkstra(graph, directed=False, indices=np.unique(seeds), min_only=True), dtype=np.float64)
+
+
+def select_points(candidates: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    """A deterministic random subset (sorted) of ``candidates`` of at most ``max_points`` (0 = all),
+    drawn from ``(seed, len(candidates))`` so every method and every same-size source gets the same."""
+    if not max_points or len(candidates) <= max_points:
+        return np.asarray(candidates, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), len(candidates)])
+    return np.sort(rng.choice(np.asarray(candidates, dtype=np.int64), int(max_points), replace=False))
+
+
+class PairTruth:
+    """Truth of one pair (source/target shapes), shared by every method evaluated on it."""
+
+    def __init__(self, src: EvalShape, tgt: EvalShape, src_surface: Surface, tgt_surface: Surface, tgt_index: _RefIndex,
+                 graph: sp.csr_matrix, geodesics: GeodesicRows, max_points: int, seed: int):  # fmt: skip
+        self.tgt, self.tsurf, self.geo = tgt, tgt_surface, geodesics
+        v = src.vertex
+        ref = np.full(len(v), -1, dtype=np.int64)
+        ok = v >= 0
+        ref[ok] = v[ok] if src_surface.ref is None else np.asarray(src_surface.ref)[v[ok]]
+        members = tgt_index.members(ref)
+        cand = np.flatnonzero(members[:, 0] >= 0)
+        if cand.size == 0:
+            raise BodycorrError(f"pair {src.surface}->{tgt.surface}: no source point has a true counterpart on the target. "
+                                "Check that both ground-truth files refer to the same reference points.")  # fmt: skip
+        self.candidates = int(cand.size)
+        self.index = select_points(cand, max_points, seed)  # (K,) evaluated source points
+        self.members = members[self.index]  # (K, S)
+        rep_all = members[cand, 0]
+        self.outside_truth = None
+        self.dist_region = None
+        dist_seen = None
+        if tgt.partial:
+            dist_seen = _distance_to_set(graph, tgt.vertex[tgt.vertex >= 0])
+            self.outside_truth = dist_seen[self.members[:, 0]] >= OVERLAP_M
+        if src.partial or tgt.partial:
+            region = np.unique(rep_all)
+            if dist_seen is not None:
+                region = region[dist_seen[region] < OVERLAP_M]
+            self.dist_region = _distance_to_set(graph, region)
+        self._rows: np.ndarray | None = None
+        self._pos: np.ndarray | None = None
+
+    def _load_rows(self) -> None:
+        if self._rows is None:
+            uniq = np.unique(self.members[self.members >= 0])
+            self._rows = self.geo.rows(uniq)
+            self._pos = np.where(self.members >= 0, np.searchsorted(uniq, np.maximum(self.members, 0)), -1)
+
+    def _min_distance(self, cols: np.ndarray) -> np.ndarray:
+        """(K,) min over each point's truth members of the distance to target vertex ``cols`` (K,)."""
+        pos = self._pos
+        d = self._rows[np.maximum(pos, 0), np.maximum(cols, 0)[:, None]]
+        d = np.where(pos >= 0, d, np.inf).min(1)
+        return np.where(cols >= 0, d, np.inf)
+
+    def evaluate(self, pred: np.ndarray, name: str, seconds: dict) -> tuple[PairErrors, np.ndarray | None]:
+        """Errors of a method's (N_source,) target indices: :class:`PairErrors` and the match-outside flags."""
+        self._load_rows()
+        q = np.asarray(pred)[self.index]
+        w = self.tgt.vertex[q]  # target surface vertex of each match, -1 = none
+        d = self._min_distance(w)
+        d = np.where(np.isfinite(d), d, PENALTY_M)
+        sym = self.tsurf.symmetry
+        flips = np.zeros(len(d), dtype=bool)
+        if sym is not None:
+            sym = np.asarray(sym)
+            sw = np.where(w >= 0, sym[np.maximum(w, 0)], -1)
+            d_mirror = self._min_distance(sw)
+            rep = self.members[:, 0]
+            srep = sym[rep]
+            apart = np.where(srep >= 0, self._rows[self._pos[:, 0], np.maximum(srep, 0)], 0.0)
+            flips = (w >= 0) & (d_mirror < d) & (apart > FLIP_MIN_M)
+        outside = None
+        if self.dist_region is not None:
+            outside = (w < 0) | ~(self.dist_region[np.maximum(w, 0)] <= OVERLAP_M)
+        errs = PairErrors(name, (d * 100).astype(np.float32), flips, self.outside_truth, seconds)
+        return errs, outside
+
+
+# ----------------------------------------------------------------------------------------------
+# running
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    """What :func:`run_benchmark` runs.
+
+    Attributes:
+        kinds: pair kinds (``full-full``, ``partial-full``, ``partial-partial``).
+        noise: view noise levels for partial kinds ("clean", "noisy").
+        max_points: evaluated source points per pair (0 = all; None = the suite's default:
+            2000 for folders, all for the synthetic suite).
+        seed: seed of the point subsets.
+    """
+
+    kinds: tuple[str, ...] = KINDS
+    noise: tuple[str, ...] = NOISE
+    max_points: int | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        bad = [k for k in self.kinds if k not in KINDS]
+        if bad or not self.kinds:
+            raise BodycorrError(f"benchmark: unknown kind(s) {', '.join(bad) or '(none)'}. Use some of {', '.join(KINDS)}.")
+        badn = [n for n in self.noise if n not in NOISE]
+        if badn or not self.noise:
+            raise BodycorrError(f"benchmark: unknown noise level(s) {', '.join(badn) or '(none)'}. Use clean and/or noisy.")
+        if self.max_points is not None and self.max_points < 0:
+            raise BodycorrError(f"benchmark: --points must be >= 0 (0 = all), got {self.max_points}.")
+
+
+@dataclass(eq=False)
+class PairRecord:
+    """One method on one pair: its errors plus what the plots and extra statistics need."""
+
+    group: str
+    pair: str
+    errors: PairErrors
+    match_outside: np.ndarray | None
+    has_symmetry: bool
+    points: np.ndarray  # (K, 3) float32 evaluated source points (metres)
+    up: np.ndarray
+
+
+@dataclass(eq=False)
+class BenchmarkResult:
+    """Everything a run produced. ``records[method][group]`` lists :class:`PairRecord` in pair order."""
+
+    suite: str
+    methods: list[str]
+    records: dict[str, dict[str, list[PairRecord]]]
+    issues: list[str]
+    meta: dict
+    groups: list[str]
+
+    def summaries(self) -> dict[str, dict[str, dict]]:
+        """``{method: {group: summary}}`` (:func:`summarize_records`)."""
+        return {m: {g: summarize_records(self.records[m].get(g, [])) for g in self.groups} for m in self.methods}
+
+
+def summarize_records(recs: list[PairRecord]) -> dict:
+    """:func:`~bodycorr.evaluation.metrics.summarize` plus ``flip_pct`` (share of all evaluated points
+    that are flips), ``match_outside_overlap_pct`` (partial kinds) and ``None`` flip figures when the
+    suite has no symmetry map."""
+    out = summarize([r.errors for r in recs])
+    if not recs:
+        return out
+    if all(r.has_symmetry for r in recs):
+        out["flip_pct"] = float(np.concatenate([r.errors.flips for r in recs]).mean() * 100)
+    else:
+        out["flip_pct"] = None
+        out["flip_share_of_gross_pct"] = None
+    if recs[0].match_outside is not None:
+        out["match_outside_overlap_pct"] = float(np.concatenate([r.match_outside for r in recs]).mean() * 100)
+    return out
+
+
+class _Runner:
+    def __init__(self, suite: PairSuite, methods: list[Method], config: HarnessConfig):
+        self.suite, self.methods, self.config = suite, methods, config
+        self.max_points = suite.default_points if config.max_points is None else config.max_points
+        self.shapes: dict[str, EvalShape] = {}
+        self.prepared: dict[tuple[str, str], tuple[Any, float]] = {}
+        self.failed: dict[tuple[str, str], str] = {}
+        self.indexes: dict[str, _RefIndex] = {}
+        self.graphs: dict[str, sp.csr_matrix] = {}
+        self.issues: list[str] = []
+        self.skipped: dict[str, int] = {}
+
+    def shape(self, name: str, partial: bool, noise: str) -> EvalShape:
+        key = f"{name} [view, {noise}]" if partial else name
+        if key not in self.shapes:
+            surf = self.suite.surface(name)
+            if partial:
+                v = self.suite.view(name, noise)
+                raw = np.asarray(v.depth, dtype=np.float32)
+                raw_valid = np.isfinite(raw) & (raw > 0)
+                if len(v.vertex) != int(raw_valid.sum()):
+                    raise BodycorrError(f"{key}: the view has {int(raw_valid.sum())} valid pixels but {len(v.vertex)} truth entries.")
+                vimg = np.full(raw.shape, -1, dtype=np.int64)
+                vimg[raw_valid] = v.vertex
+                # what `bodycorr match` does to depth input: drop flying pixels and isolated returns
+                depth = remove_flying_pixels(np.where(raw_valid, raw, 0))
+                valid = depth > 0
+                pts = v.camera.backproject(depth)[valid]
+                scan = ScanInput(kind="depth", points=pts, name=key, depth=depth, camera=v.camera)
+                vert = vimg[valid]
+                up = -v.camera.R[1]
+            else:
+                scan = ScanInput(kind="mesh", points=surf.mesh.vertices, name=key, mesh=surf.mesh)
+                vert = np.arange(surf.mesh.num_vertices, dtype=np.int64)
+                up = np.asarray(surf.up, dtype=np.float64)
+            self.shapes[key] = EvalShape(key, scan, name, surf.up_hint, up, vert)
+        return self.shapes[key]
+
+    def prepare(self, m: Method, shape: EvalShape) -> tuple[Any, float]:
+        k = (m.name, shape.key)
+        if k in self.failed:
+            raise _Known(self.failed[k])
+        if k not in self.prepared:
+            t0 = time.perf_counter()
+            try:
+                obj = m.prepare(shape)
+            except BodycorrError as e:
+                msg = f"method {m.name} cannot describe {shape.key}: {e} Its pairs are skipped for this method."
+                self.failed[k] = msg
+                self.issues.append(msg)
+                raise _Known(msg) from None
+            self.prepared[k] = (obj, time.perf_counter() - t0)
+        return self.prepared[k]
+
+    def run(self, progress: bool) -> BenchmarkResult:
+        cfg = self.config
+        cfg.check()
+        groups_in_order = list(dict.fromkeys(p.group for p in self.suite.pairs))
+        jobs = []
+        for kind in cfg.kinds:
+            for g in groups_in_order:
+                pairs = [p for p in self.suite.pairs if p.group == g]
+                for noise in (("clean",) if kind == "full-full" else cfg.noise):
+                    jobs.append((kind, g, noise, pairs))
+        records: dict[str, dict[str, list[PairRecord]]] = {m.name: {} for m in self.methods}
+        group_keys = [f"{kind}/{g}/{noise}" for kind, g, noise, _ in jobs]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(len(j[3]) for j in jobs), desc="pairs", unit="pair")
+        for (kind, g, noise, pairs), gkey in zip(jobs, group_keys):
+            for m in self.methods:
+                records[m.name].setdefault(gkey, [])
+            for pair in pairs:
+                try:
+                    self._run_pair(pair, kind, noise, gkey, records)
+                except BodycorrError as e:
+                    self.issues.append(f"{gkey} pair {pair.name}: {e}")
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        meta = dict(self.suite.meta)
+        meta.update(points_per_pair=self.max_points, seed=cfg.seed, kinds=list(cfg.kinds), noise=list(cfg.noise))
+        views = sorted({int(m.views) for m in self.methods if hasattr(m, "views")})
+        meta["views"] = views[0] if len(views) == 1 else (views or None)
+        return BenchmarkResult(self.suite.name, [m.name for m in self.methods], records,
+                               list(self.suite.issues) + self.issues, meta, group_keys)  # fmt: skip
+
+    def _run_pair(self, pair: PairSpec, kind: str, noise: str, gkey: str, records) -> None:
+        src = self.shape(pair.source, kind.startswith("partial"), noise)
+        tgt = self.shape(pair.target, kind.endswith("partial"), noise)
+        ssurf, tsurf = self.suite.surface(pair.source), self.suite.surface(pair.target)
+        if pair.target not in self.indexes:
+            self.indexes[pair.target] = _RefIndex(tsurf)
+            self.graphs[pair.target] = _edge_graph(tsurf.mesh)
+        truth = PairTruth(src, tgt, ssurf, tsurf, self.indexes[pair.target], self.graphs[pair.target],
+                          self.suite.geodesics(pair.target), self.max_points, self.config.seed)  # fmt: skip
+        for m in self.methods:
+            try:
+                a, ta = self.prepare(m, src)
+                b, tb = self.prepare(m, tgt)
+            except _Known:
+                continue
+            t0 = time.perf_counter()
+            try:
+                pred = np.asarray(m.correspond(a, b))
+            except BodycorrError as e:
+                self.issues.append(f"{gkey} pair {pair.name}, method {m.name}: {e}")
+                continue
+            tm = time.perf_counter() - t0
+            n_t = len(tgt.scan.points)
+            if pred.shape != (len(src.scan.points),) or not np.issubdtype(pred.dtype, np.integer) or \
+                    (pred.size and (pred.min() < 0 or pred.max() >= n_t)):  # fmt: skip
+                self.issues.append(f"{gkey} pair {pair.name}, method {m.name}: returned {pred.dtype} {pred.shape} "
+                                   f"instead of {len(src.scan.points)} target indices in [0, {n_t}); skipped.")  # fmt: skip
+                continue
+            errs, outside = truth.evaluate(pred, pair.name, {"describe": ta + tb, "match": tm})
+            records[m.name][gkey].append(PairRecord(gkey, pair.name, errs, outside, tsurf.symmetry is not None,
+                                                    src.scan.points[truth.index].astype(np.float32), src.up))  # fmt: skip
+
+
+class _Known(Exception):
+    """Internal: a failure already recorded as an issue."""
+
+
+def run_benchmark(suite: PairSuite, methods: list[Method], config: HarnessConfig = HarnessConfig(),
+                  out: str | Path | None = None, progress: bool = True) -> BenchmarkResult:  # fmt: skip
+    """Run every method on every pair of ``suite`` (x kinds x noise levels).
+
+    Bad pairs and failing methods are recorded in ``result.issues`` (one line each) and the rest of
+    the suite still runs. With ``out``, writes ``results.json`` and the plots (:func:`write_report`).
+    """
+    if not methods:
+        raise BodycorrError("benchmark: no method to run. Give --model or --compare.")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise BodycorrError(f"benchmark: method names must be unique, got {names}.")
+    result = _Runner(suite, methods, config).run(progress)
+    if out is not None:
+        write_report(result, out)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# reporting
+# ----------------------------------------------------------------------------------------------
+
+
+def result_json(result: BenchmarkResult) -> dict:
+    """The JSON document: per method per group summaries and per-pair figures, issues, meta.
+
+    ``groups`` (top level) repeats the first method's groups: what ``bodycorr release`` reads.
+    """
+    summ = result.summaries()
+    methods = {}
+    for m in result.methods:
+        pairs = {}
+        for g in result.groups:
+            rows = []
+            for r in result.records[m].get(g, []):
+                e = r.errors
+                rows.append({
+                    "pair": r.pair, "points": int(e.errors_cm.size), "mean_cm": float(e.errors_cm.mean()),
+                    "median_cm": float(np.median(e.errors_cm)), "within_5cm_pct": float((e.errors_cm < 5).mean() * 100),
+                    "flip_pct": float(e.flips.mean() * 100) if r.has_symmetry else None,
+                    "describe_s": float(e.seconds["describe"]), "match_s": float(e.seconds["match"]),
+                })  # fmt: skip
+            pairs[g] = rows
+        methods[m] = {"groups": summ[m], "pairs": pairs}
+    first = result.methods[0]
+    return {
+        "suite": result.suite, "views": result.meta.get("views"), "method_order": list(result.methods),
+        "group_order": list(result.groups), "methods": methods, "groups": summ[first],
+        "errors": list(result.issues), "meta": result.meta,
+    }  # fmt: skip
+
+
+_TABLE_COLS = (
+    ("pairs", "pairs", "{:>6.0f}"), ("AE_cm", "AE cm", "{:>8.2f}"), ("WE_cm", "WE cm", "{:>8.2f}"),
+    ("median_cm", "med cm", "{:>8.2f}"), ("within_2cm_pct", "<2cm %", "{:>8.1f}"), ("within_5cm_pct", "<5cm %", "{:>8.1f}"),
+    ("within_10cm_pct", "<10cm %", "{:>8.1f}"), ("auc_10cm", "AUC10", "{:>7.3f}"), ("flip_pct", "flip %", "{:>7.1f}"),
+    ("match_outside_overlap_pct", "out %", "{:>7.1f}"), ("median_describe_s", "desc s", "{:>8.2f}"),
+    ("median_match_s", "match s", "{:>8.3f}"),
+)  # fmt: skip
+
+
+def format_comparison(result: BenchmarkResult) -> str:
+    """A terminal table: one row per (group, method). ``flip %``: share of points flipped left/right
+    ("-" without a symmetry map); ``out %``: matches outside the true overlap (partial kinds);
+    ``desc s`` / ``match s``: median seconds per pair for descriptors (both shapes) and matching."""
+    summ = result.summaries()
+    gw = max([len(g) for g in result.groups] + [5]) + 2
+    mw = max([len(m) for m in result.methods] + [6]) + 2
+    head = f"{'group':{gw}s}{'method':{mw}s}" + "".join(f"{lab:>{len(fmt.format(0))}s}" for _, lab, fmt in _TABLE_COLS)
+    lines = [head, "-" * len(head)]
+    for g in result.groups:
+        for m in result.methods:
+            s = summ[m][g]
+            cells = []
+            for key, _, fmt in _TABLE_COLS:
+                v = s.get(key)
+                width = len(fmt.format(0))
+                cells.append(fmt.format(v) if isinstance(v, (int, float)) and s.get("pairs") else f"{'-':>{width}s}")
+            lines.append(f"{g:{gw}s}{m:{mw}s}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_issues(result: BenchmarkResult) -> str:
+    """The issues, one line each (empty string if none)."""
+    if not result.issues:
+        return ""
+    return "\n".join([f"{len(result.issues)} problem(s); the rest of the suite ran:"] + [f"  - {i}" for i in result.issues])
+
+
+def write_report(result: BenchmarkResult, out: str | Path) -> dict[str, Path]:
+    """Write ``results.json``, ``cumulative.png``, ``pairs_sorted.png`` and ``heatmap.png`` to ``out``."""
+    out = ensure_dir(out)
+    paths = {"json": write_json_atomic(out / "results.json", result_json(result))}
+    if any(result.records[m][g] for m in result.methods for g in result.groups):
+        paths["cumulative"] = plot_cumulative_compare(result, out / "cumulative.png")
+        paths["pairs_sorted"] = plot_sorted_pairs_compare(result, out / "pairs_sorted.png")
+        p = plot_error_heatmap(result, out / "heatmap.png")
+        if p is not None:
+            paths["heatmap"] = p
+    return paths
+
+
+def _figure(n: int, w: float = 5.0, h: float = 4.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, max(1, n))
+    rows = -(-max(n, 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_cumulative_compare(result: BenchmarkResult, path: str | Path, max_cm: float = 20.0) -> Path:
+    """One panel per group, one curve per method: share of points with geodesic error below x cm."""
+    fig, axes = _figure(len(result.groups))
+    for ax, g in zip(axes, result.groups):
+        for m in result.methods:
+            recs = result.records[m].get(g, [])
+            if not recs:
+                continue
+            e = np.concatenate([r.errors.errors_cm for r in recs])
+            x, y = cumulative_curve(e, max_cm)
+            ax.plot(x, y * 100, label=f"{m}: AUC10 {auc(e, 10.0):.2f}, mean {e.mean():.1f} cm")
+        ax.axvline(10.0, color="0.7", lw=0.8, ls=":")
+        ax.set(title=g, xlabel="geodesic error (cm)", ylabel="% of points", ylim=(0, 100), xlim=(0, max_cm))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, Path(path))
+
+
+def plot_sorted_pairs_compare(result: BenchmarkResult, path: str | Path) -> Path:
+    """One panel per group, one line per method: the pairs' mean errors sorted ascending."""
+    fig, axes = _figure(len(result.groups))
+    for ax, g in zip(axes, result.groups):
+        for m in result.methods:
+            means = np.sort([r.errors.errors_cm.mean() for r in result.records[m].get(g, [])])
+            if means.size:
+                ax.plot(np.arange(1, means.size + 1), means, marker=".", label=m)
+        ax.axhline(GROSS_CM, color="0.7", lw=0.8, ls=":")
+        ax.set(title=g, xlabel="pair (sorted)", ylabel="mean geodesic error (cm)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, Path(path))
+
+
+def _project(points: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2D coordinates (right, up) of points seen along their least-spread horizontal direction, and
+    a far-to-near drawing order."""
+    up = np.asarray(up, dtype=np.float64)
+    up = up / (np.linalg.norm(up) + 1e-12)
+    c = points - points.mean(0)
+    flat = c - np.outer(c @ up, up)
+    _, _, vt = np.linalg.svd(flat[:: max(1, len(flat) // 5000)], full_matrices=False)
+    right = vt[0] - (vt[0] @ up) * up
+    right /= np.linalg.norm(right) + 1e-12
+    depth = np.cross(right, up)
+    return c @ right, c @ up, np.argsort(c @ depth)[::-1]
+
+
+def heatmap_pair(result: BenchmarkResult) -> tuple[str, str] | None:
+    """(group, pair) shown in the heatmap: in the first group the first method has pairs in, the pair
+    whose mean error is that method's median (a typical pair)."""
+    first = result.methods[0]
+    for g in result.groups:
+        recs = result.records[first].get(g, [])
+        if recs:
+            means = np.array([r.errors.errors_cm.mean() for r in recs])
+            return g, recs[int(np.argsort(means)[len(means) // 2])].pair
+    return None
+
+
+def plot_error_heatmap(result: BenchmarkResult, path: str | Path, max_cm: float = 20.0) -> Path | None:
+    """The source points of one pair coloured by geodesic error (0 to ``max_cm``), one panel per method."""
+    pick = heatmap_pair(result)
+    if pick is None:
+        return None
+    g, pair = pick
+    panels = []
+    for m in result.methods:
+        for r in result.records[m].get(g, []):
+            if r.pair == pair:
+                panels.append((m, r))
+    fig, axes = _figure(len(panels), 4.0, 5.0)
+    sc = None
+    for ax, (m, r) in zip(axes, panels):
+        x, y, order = _project(r.points.astype(np.float64), r.up)
+        e = r.errors.errors_cm
+        size = float(np.clip(6000.0 / max(len(e), 1), 2.0, 12.0))
+        sc = ax.scatter(x[order], y[order], c=np.clip(e[order], 0, max_cm), cmap="turbo", vmin=0, vmax=max_cm, s=size, linewidths=0)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(f"{m}\nmean {e.mean():.1f} cm, {(e < 5).mean() * 100:.0f} % < 5 cm", fontsize=8)
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes[: len(panels)]), shrink=0.7, label="geodesic error (cm)")
+    fig.suptitle(f"{g}: {pair}", fontsize=9)
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,387 @@
+"""The pair-suite harness: zero error for a perfect oracle, flips for a mirrored one, the rigid
+baseline beats chance on a moved copy, several methods side by side, bad input reported while the
+rest of the suite runs, and the CLI outputs (table, JSON, PNGs)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bodycorr.cli.main import main
+from bodycorr.common.errors import BodycorrError
+from bodycorr.evaluation.baseline import get_baseline
+from bodycorr.evaluation.harness import (
+    MAX_TRUTH_SET,
+    HarnessConfig,
+    ModelMethod,
+    PairSpec,
+    PairSuite,
+    RowCache,
+    SolverRows,
+    Surface,
+    _RefIndex,
+    format_comparison,
+    result_json,
+    run_benchmark,
+    select_points,
+    write_report,
+)
+from bodycorr.evaluation.userdata import UserSuiteConfig, load_user_suite
+from bodycorr.geometry.io import save_mesh
+from bodycorr.geometry.mesh import Mesh
+from bodycorr.models.io import save_model_file
+from bodycorr.models.registry import create_model
+
+
+def icosphere(subdivisions: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    t = (1 + 5**0.5) / 2
+    v = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
+         [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]  # fmt: skip
+    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]  # fmt: skip
+    verts = [np.asarray(p, float) / np.linalg.norm(p) for p in v]
+    faces = np.asarray(f)
+    for _ in range(subdivisions):
+        mid: dict = {}
+
+        def m(i, j):
+            key = (min(i, j), max(i, j))
+            if key not in mid:
+                p = verts[i] + verts[j]
+                verts.append(p / np.linalg.norm(p))
+                mid[key] = len(verts) - 1
+            return mid[key]
+
+        faces = np.asarray([q for a, b, c in faces for q in ([a, m(a, b), m(c, a)], [b, m(b, c), m(a, b)],
+                                                               [c, m(c, a), m(b, c)], [m(a, b), m(b, c), m(c, a)])])  # fmt: skip
+    return np.asarray(verts), faces
+
+
+def toy_body(scale: float = 1.0, lean: float = 0.0, subdivisions: int = 3) -> Mesh:
+    """A 1.7 m tall body-like blob (z up, faces -y), left/right symmetric when ``lean`` is 0."""
+    v, f = icosphere(subdivisions)
+    x, y, z = v.T
+    r = 1 + 0.35 * z
+    X, Y, Z = 0.25 * x * r, 0.15 * y * r - 0.08 * np.exp(-(x**2 + (z - 0.5) ** 2 + (y + 1) ** 2) / 0.1), 0.85 * (z + 1)
+    return Mesh(np.c_[X + lean * (z + 1) ** 2, Y, Z] * scale, f, "toy")
+
+
+def rotation(axis, angle):
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+class Oracle:
+    """The perfect method for same-topology data (or via reference ids): each source point's truth.
+
+    ``mirror``: return the left/right mirror of the truth instead (a method that flips every point)."""
+
+    def __init__(self, suite, mirror=False, name="oracle"):
+        self.suite, self.mirror, self.name = suite, mirror, name
+
+    def prepare(self, shape):
+        return shape
+
+    def correspond(self, s, t):
+        ss, ts = self.suite.surface(s.surface), self.suite.surface(t.surface)
+        v = np.maximum(s.vertex, 0)
+        if ss.ref is not None:  # via reference ids
+            ref = ss.ref[v]
+            inv = np.full(max(ref.max(), ts.ref.max()) + 2, -1)
+            inv[ts.ref[ts.ref >= 0]] = np.flatnonzero(ts.ref >= 0)
+            v = np.maximum(inv[np.maximum(ref, 0)], 0)
+        if self.mirror:
+            v = ts.symmetry[v]
+        if t.partial:  # a target pixel showing that vertex (any, else pixel 0)
+            first = np.zeros(ts.mesh.num_vertices, dtype=np.int64)
+            ok = t.vertex >= 0
+            first[t.vertex[ok][::-1]] = np.flatnonzero(ok)[::-1]
+            return first[v]
+        return v
+
+
+class RandomMethod:
+    def __init__(self, name="random"):
+        self.name = name
+
+    def prepare(self, shape):
+        return len(shape.scan.points)
+
+    def correspond(self, n_s, n_t):
+        return np.random.default_rng(n_s).integers(0, n_t, n_s)
+
+
+@pytest.fixture
+def reg_folder(tmp_path):
+    d = tmp_path / "regs"
+    d.mkdir()
+    save_mesh(toy_body(), d / "alice_00.ply")
+    save_mesh(toy_body(lean=0.05), d / "alice_01.ply")
+    m = toy_body(scale=1.05, lean=-0.04)
+    save_mesh(Mesh(m.vertices * 1000.0, m.faces), d / "bob_00.obj")  # millimetres
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    net = create_model("unet", base_width=4, max_width=16, num_levels=3)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model_file(net, path, meta={"size": 32})
+    return path
+
+
+def test_oracle_has_zero_error_everywhere(reg_folder):
+    suite = load_user_suite(UserSuiteConfig(str(reg_folder), up="z"))
+    res = run_benchmark(suite, [Oracle(suite)], HarnessConfig(max_points=400), progress=False)
+    assert res.groups == [f"{k}/{g}/{n}" for k, ns in (("full-full", ("clean",)), ("partial-full", ("clean", "noisy")),
+                                                         ("partial-partial", ("clean", "noisy")))
+                          for g in ("intra", "inter") for n in ns]  # fmt: skip
+    summ = res.summaries()["oracle"]
+    for g in res.groups:
+        if g.startswith("partial-partial"):
+            continue  # the oracle cannot match points the target view does not see
+        s = summ[g]
+        assert s["pairs"] == (1 if "intra" in g else 2), g
+        assert s["AE_cm"] == 0 and s["flip_pct"] == 0 and s["within_2cm_pct"] == 100, g
+        assert s["auc_10cm"] > 0.99
+        if g.startswith("partial"):
+            assert s["match_outside_overlap_pct"] == 0, g
+    full = res.records["oracle"]["full-full/intra/clean"][0]
+    assert full.errors.errors_cm.size == 400  # the deterministic subset
+    pp = summ["partial-partial/inter/clean"]
+    assert 0 < pp["outside_overlap_pct"] < 100 and np.isfinite(pp["AE_cm"])
+    assert not res.issues
+
+
+def test_mirrored_oracle_is_all_flips(reg_folder):
+    suite = load_user_suite(UserSuiteConfig(str(reg_folder), up="z"))
+    cfg = HarnessConfig(kinds=("full-full",), max_points=300)
+    s = run_benchmark(suite, [Oracle(suite, mirror=True, name="mirror")], cfg, progress=False).summaries()["mirror"]
+    g = s["full-full/intra/clean"]
+    sym = suite.surface("alice_00").symmetry
+    v = suite.surface("alice_00").mesh.vertices
+    far = np.abs(v[:, 0]) > 0.06  # truth and mirror more than ~10 cm apart
+    assert g["AE_cm"] > 5 and g["flip_pct"] > 0.8 * far.mean() * 100
+    assert g["flip_share_of_gross_pct"] > 90
+    assert np.array_equal(sym[sym], np.arange(len(sym)))
+
+
+def test_rigid_baseline_beats_chance_on_a_moved_copy(tmp_path):
+    d = tmp_path / "moved"
+    d.mkdir()
+    body = toy_body(lean=0.03)
+    save_mesh(body, d / "p_0.ply")
+    R = rotation([0.3, -1.0, 0.4], 2.1)
+    save_mesh(Mesh(body.vertices @ R.T + [0.4, -1.2, 0.3], body.faces), d / "p_1.ply")
+    suite = load_user_suite(UserSuiteConfig(str(d), up="z"))
+    cfg = HarnessConfig(kinds=("full-full",), max_points=500)
+    res = run_benchmark(suite, [get_baseline("rigid-nn"), get_baseline("nn"), RandomMethod()], cfg, progress=False)
+    s = {m: res.summaries()[m]["full-full/intra/clean"] for m in res.methods}
+    assert s["baseline:rigid-nn"]["AE_cm"] < 0.5 and s["baseline:rigid-nn"]["within_2cm_pct"] > 99
+    assert s["random"]["AE_cm"] > 30 and s["baseline:nn"]["AE_cm"] > 10
+    assert s["baseline:rigid-nn"]["median_match_s"] < 2
+
+
+def test_geodesic_method_option(reg_folder):
+    out = {}
+    for method in ("graph", "heat"):
+        suite = load_user_suite(UserSuiteConfig(str(reg_folder), geodesic=method))
+        res = run_benchmark(suite, [RandomMethod()], HarnessConfig(kinds=("full-full",), max_points=300), progress=False)
+        out[method] = res.summaries()["random"]["full-full/inter/clean"]["AE_cm"]
+    assert out["graph"] > 20 and out["heat"] == pytest.approx(out["graph"], rel=0.05)
+
+
+def test_index_file_suite(tmp_path):
+    d = tmp_path / "scans"
+    d.mkdir()
+    n = toy_body().num_vertices
+    perm = np.random.default_rng(1).permutation(n)
+    inv = np.argsort(perm)
+    save_mesh(toy_body(), d / "ann_a.ply")
+    b = toy_body(lean=0.03)
+    save_mesh(Mesh(b.vertices[perm], inv[b.faces]), d / "ann_b.ply")
+    (d / "ann_a.txt").write_text("\n".join(str(i + 1) for i in range(n)))
+    (d / "ann_b.txt").write_text("\n".join(str(i + 1) for i in perm))
+    suite = load_user_suite(UserSuiteConfig(str(d), format="index-files", index_base=1, up="z"))
+    cfg = HarnessConfig(kinds=("full-full", "partial-full"), noise=("clean",), max_points=300)
+    res = run_benchmark(suite, [Oracle(suite), RandomMethod()], cfg, progress=False)
+    s = res.summaries()
+    for g in res.groups:
+        assert s["oracle"][g]["AE_cm"] == 0 and s["random"][g]["AE_cm"] > 20
+        assert s["oracle"][g]["flip_pct"] is None and s["oracle"][g]["flip_share_of_gross_pct"] is None
+    assert "-" in format_comparison(res).splitlines()[2]  # no flip figure without a symmetry map
+
+
+def test_truth_sets_and_point_subsets():
+    v, f = icosphere(2)
+    ref = np.arange(len(v)) // 2  # two vertices per reference point
+    ref[:40] = 0  # and one big set
+    idx = _RefIndex(Surface("s", Mesh(v, f), ref=ref))
+    mem = idx.members(np.array([0, 30, -1, 10_000]))
+    assert mem.shape[1] == MAX_TRUTH_SET and (mem[0] >= 0).all() and set(mem[0]) <= set(range(40))
+    assert sorted(mem[1][mem[1] >= 0]) == [60, 61] and (mem[2:] == -1).all()
+    a, b = select_points(np.arange(5000), 100, 3), select_points(np.arange(5000), 100, 3)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 100 and not np.array_equal(a, select_points(np.arange(5000), 100, 4))
+    assert np.array_equal(select_points(np.arange(50), 100, 0), np.arange(50))
+
+
+def test_row_cache_matches_solver_and_stays_bounded():
+    m = toy_body()
+    rows = SolverRows(m, "heat", RowCache(max_bytes=10 * m.num_vertices * 4))
+    r1 = rows.rows(np.array([5, 7, 5]))
+    assert r1.shape == (3, m.num_vertices) and np.array_equal(r1[0], r1[2]) and r1[0, 5] == 0
+    rows.rows(np.arange(20, 40))  # over budget: evicted, still correct
+    assert np.allclose(rows.rows(np.array([7]))[0], r1[1])
+
+
+class _BrokenSuite(PairSuite):
+    """Two good shapes and a pair naming one that fails to load."""
+
+    def __init__(self):
+        self.name, self.issues, self.meta = "broken", [], {}
+        self.pairs = [PairSpec("a", "ghost", "g"), PairSpec("a", "b", "g")]
+        self._s = {"a": Surface("a", toy_body(), symmetry=None), "b": Surface("b", toy_body(lean=0.02), symmetry=None)}
+
+    def surface(self, name):
+        if name not in self._s:
+            raise BodycorrError(f"mesh {name}.ply: no such file. Check the path.")
+        return self._s[name]
+
+    def geodesics(self, name):
+        return SolverRows(self._s[name].mesh, "heat")
+
+
+class _Failing:
+    name = "fails on b"
+
+    def prepare(self, shape):
+        if shape.surface == "b":
+            raise BodycorrError("b: cannot describe it.")
+        return shape
+
+    def correspond(self, s, t):  # pragma: no cover - never reached
+        return np.zeros(len(s.scan.points), dtype=np.int64)
+
+
+class _WrongLength:
+    name = "wrong length"
+
+    def prepare(self, shape):
+        return len(shape.scan.points)
+
+    def correspond(self, a, b):
+        return np.zeros(a - 1, dtype=np.int64)
+
+
+def test_bad_pairs_and_failing_methods_are_reported(tmp_path):
+    suite = _BrokenSuite()
+    methods = [RandomMethod(), _Failing(), _WrongLength()]
+    res = run_benchmark(suite, methods, HarnessConfig(kinds=("full-full",), max_points=100), out=tmp_path / "o", progress=False)
+    s = res.summaries()
+    assert s["random"]["full-full/g/clean"]["pairs"] == 1  # the good pair still ran
+    assert s["fails on b"]["full-full/g/clean"]["pairs"] == 0 and s["wrong length"]["full-full/g/clean"]["pairs"] == 0
+    assert any("a->ghost" in i and "no such file" in i for i in res.issues)
+    assert any("cannot describe b" in i and "b: cannot describe it." in i for i in res.issues)
+    assert any("wrong length" in i and "target indices" in i for i in res.issues)
+    assert all("\n" not in i for i in res.issues)
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert doc["errors"] == res.issues and doc["method_order"] == ["random", "fails on b", "wrong length"]
+    table = format_comparison(res)
+    assert "fails on b" in table and "random" in table
+
+
+def test_model_method_and_report(reg_folder, tiny_model, tmp_path):
+    from bodycorr.matching.pipeline import load_extractor
+
+    suite = load_user_suite(UserSuiteConfig(str(reg_folder), up="z"))
+    m = ModelMethod(load_extractor(str(tiny_model)), name="tiny", views=4)
+    cfg = HarnessConfig(kinds=("full-full", "partial-full"), noise=("noisy",), max_points=200)
+    res = run_benchmark(suite, [m, get_baseline("rigid-nn")], cfg, progress=False)
+    paths = write_report(res, tmp_path / "rep")
+    assert set(paths) == {"json", "cumulative", "pairs_sorted", "heatmap"}
+    for p in paths.values():
+        assert p.exists() and p.stat().st_size > 1000
+    doc = result_json(res)
+    g = doc["methods"]["tiny"]["groups"]["partial-full/inter/noisy"]
+    assert g["pairs"] == 2 and g["median_describe_s"] > 0 and g["median_match_s"] > 0
+    assert 0 <= g["match_outside_overlap_pct"] <= 100 and g["flip_pct"] is not None
+    # both methods were evaluated on the same pairs and the same source points
+    a = res.records["tiny"]["partial-full/inter/noisy"]
+    b = res.records["baseline:rigid-nn"]["partial-full/inter/noisy"]
+    assert [r.pair for r in a] == [r.pair for r in b] and all(np.array_equal(x.points, y.points) for x, y in zip(a, b))
+    assert doc["meta"]["units"] == {"m": 2, "mm": 1} and doc["meta"]["views"] == 4
+
+
+def test_cli_compare_on_a_folder_with_bad_input(reg_folder, tiny_model, tmp_path, capsys):
+    save_mesh(toy_body(subdivisions=2), reg_folder / "carol_00.ply")  # another topology
+    lst = tmp_path / "pairs.txt"
+    lst.write_text("alice_00 bob_00\nalice_00 carol_00\nalice_01 dave_00\nbob_00 alice_01\n")
+    out = tmp_path / "bench"
+    code = main(["benchmark", "--registrations", str(reg_folder), "--pairs", str(lst), "--compare", str(tiny_model),
+                 "baseline:rigid-nn", "-o", str(out), "--views", "4", "--points", "150", "--kinds", "full-full,partial-full",
+                 "--noise", "clean", "--up", "z"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "full-full/pairs/clean" in text and "baseline:rigid-nn" in text and str(tiny_model) in text
+    tail = text[text.index("problem(s)") :]
+    assert "carol_00" in tail and "642" in tail and "'dave_00' names no mesh" in tail
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["methods"]["baseline:rigid-nn"]["groups"]["full-full/pairs/clean"]["pairs"] == 2
+    assert len(doc["errors"]) == 2
+    assert all((out / f).exists() for f in ("cumulative.png", "pairs_sorted.png", "heatmap.png"))
+
+
+def test_cli_bad_options_are_one_line(reg_folder, tmp_path, capsys):
+    for args, needle in (
+        (["--registrations", str(reg_folder), "--meshes", str(reg_folder)], "not both"),
+        (["--registrations", str(tmp_path / "nope")], "no such folder"),
+        (["--registrations", str(reg_folder), "--compare", "baseline:magic"], "baseline:rigid-nn"),
+        (["--registrations", str(reg_folder), "--compare", "baseline:nn", "--kinds", "full-half"], "unknown kind"),
+        (["--meshes", str(reg_folder), "--compare", "baseline:nn"], "no usable pair"),
+    ):
+        code = main(["benchmark", *args, "-o", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and needle in err[0], (args, err)
+
+
+@pytest.mark.slow
+def test_anny_bodies_oracle_baseline_and_model(tmp_path, body_model, template):
+    """Two phenotypes in template topology (one in millimetres): geodesics on each target's own surface."""
+    d = tmp_path / "anny"
+    d.mkdir()
+    a = body_model(np.full((1, 6), 0.5)).vertices[0][template.template_to_full]
+    b = body_model(np.array([[0.2, 0.7, 0.5, 0.6, 0.3, 0.5]])).vertices[0][template.template_to_full]
+    save_mesh(Mesh(a, template.mesh.faces), d / "p1_rest.ply")
+    save_mesh(Mesh(b * 1000.0, template.mesh.faces), d / "p2_rest.ply")
+    R = rotation([0, 0, 1], 0.7)
+    save_mesh(Mesh(a @ R.T + [0.3, 0.1, 0.0], template.mesh.faces), d / "p1_moved.ply")
+    suite = load_user_suite(UserSuiteConfig(str(d), geodesic="heat", up="z"))
+    assert suite.meta["units_per_file"]["p2_rest"] == "mm" and suite.meta["symmetry"]["mirror_residual_cm"] < 0.5
+    sym = suite.surface("p1_rest").symmetry
+    assert (sym == template.symmetry).mean() > 0.95
+    cfg = HarnessConfig(kinds=("full-full", "partial-full"), noise=("clean",), max_points=60)
+    res = run_benchmark(suite, [Oracle(suite), get_baseline("rigid-nn"), RandomMethod()], cfg, progress=False)
+    s = res.summaries()
+    for g in ("full-full/intra/clean", "partial-full/intra/clean", "full-full/inter/clean"):
+        assert s["oracle"][g]["AE_cm"] == 0
+        assert s["random"][g]["AE_cm"] > 30
+    assert s["baseline:rigid-nn"]["full-full/intra/clean"]["AE_cm"] < 1.0
+    assert s["baseline:rigid-nn"]["full-full/inter/clean"]["AE_cm"] < s["random"]["full-full/inter/clean"]["AE_cm"] / 3
+
+
+@pytest.mark.slow
+def test_synthetic_suite_still_evaluates(tiny_model):
+    from bodycorr.evaluation.synthetic import SuiteEvalConfig, evaluate_suite, format_table
+    from bodycorr.matching.pipeline import load_extractor
+
+    cfg = SuiteEvalConfig(kinds=("partial-full",), noise=("clean",), views=4, max_pairs=1)
+    res = evaluate_suite(load_extractor(str(tiny_model)), cfg, progress=False)
+    assert set(res["groups"]) == {"partial-full/inter/clean", "partial-full/intra/clean"}
+    g = res["groups"]["partial-full/inter/clean"]
+    assert g["pairs"] == 1 and g["points"] > 1000 and g["flip_share_of_gross_pct"] is not None
+    assert "partial-full/inter/clean" in format_table(res)
+    assert len(res["_per_pair"]["partial-full/inter/clean"]) == 1

@@ -76,7 +76,7 @@ from bodycorr.geometry.units import BODY_EXTENT_M, extent, resolve_units, to_met
 from bodycorr.render.frame import render
 from bodycorr.render.noise import DepthNoiseConfig, add_depth_noise
 from bodycorr.render.raycast import RayCaster
-from bodycorr.render.rig import fit_distance
+from bodycorr.render.rig import fit_distance, frame_from_up
 
 FORMATS = ("registrations", "index-files")
 GT_LAYOUTS = ("per-vertex", "per-reference")
@@ -330,17 +330,6 @@ def _stable_seed(seed: int, name: str) -> list[int]:
     return [int(seed), zlib.crc32(name.encode("utf-8"))]
 
 
-def _frame_from_up(up: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation taking +Z to ``up``."""
-    z = np.array([0.0, 0.0, 1.0])
-    v = np.cross(z, up)
-    c = float(z @ up)
-    if np.linalg.norm(v) < 1e-9:
-        return np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
-
-
 def kinect_camera(mesh: Mesh, up: np.ndarray, rng: np.random.Generator) -> Camera:
     """A Kinect v2 camera looking at the body centre from 2.0-3.2 m (farther if needed to fit),
     random azimuth about ``up``, 0-20 degrees elevation."""
@@ -351,7 +340,7 @@ def kinect_camera(mesh: Mesh, up: np.ndarray, rng: np.random.Generator) -> Camer
     yaw = rng.uniform(0, 2 * np.pi)
     el = np.radians(rng.uniform(0.0, 20.0))
     dist = max(rng.uniform(2.0, 3.2), fit_distance(k, radius, 1.05))
-    direction = _frame_from_up(up) @ np.array([np.sin(yaw) * np.cos(el), -np.cos(yaw) * np.cos(el), np.sin(el)])
+    direction = frame_from_up(up) @ np.array([np.sin(yaw) * np.cos(el), -np.cos(yaw) * np.cos(el), np.sin(el)])
     return Camera.look_at(centre + dist * direction, centre, up, k)
 
 

@@ -29,7 +29,7 @@ def orbit_rig(
     """
     up = np.asarray(up, dtype=np.float64)
     up = up / np.linalg.norm(up)
-    rot = _frame_from_up(up)
+    rot = frame_from_up(up)
     rings = len(elevations_deg)
     per = max(1, num_views // rings)
     cams: list[Camera] = []
@@ -46,7 +46,7 @@ def orbit_rig(
     return cams
 
 
-def _frame_from_up(up: np.ndarray) -> np.ndarray:
+def frame_from_up(up: np.ndarray) -> np.ndarray:
     """(3, 3) rotation taking world Z to ``up`` (minimal rotation)."""
     z = np.array([0.0, 0.0, 1.0])
     v = np.cross(z, up)

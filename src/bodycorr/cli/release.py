@@ -40,7 +40,9 @@ def release(run: str | Path, results: str | Path, name: str = "depth-unet", comm
     size_mb = model.stat().st_size / 2**20
     if size_mb > 20:
         raise BodycorrError(f"model file {model}: {size_mb:.1f} MB, over the 20 MB limit for a shipped model.")
-    wall = (run / "last.pt").stat().st_mtime - (run / "config.json").stat().st_mtime
+    # time spent training, from the log's throughput (resumes and pauses excluded; validation not counted)
+    every = cfg.get("log_every", 25)
+    wall = sum(every * cfg["batch_size"] / r["img_per_s"] for r in log if r.get("img_per_s"))
     vals = [r for r in log if "val_mean_cm" in r]
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, WEIGHTS / f"{name}.pt")
@@ -60,7 +62,7 @@ Dense depth descriptors (Wei et al. 2016 style), {cfg['model']} backbone, {log[-
 | seed | {cfg['seed']} |
 | data | synthetic Anny people rendered on the fly: train identities only (test identities of synthetic-v1 never seen), {cfg['view']['size']}x{cfg['view']['size']} crops, noise '{cfg['view']['noise']}' |
 | steps | {log[-1]['step']} at batch {cfg['batch_size']} ({log[-1]['step'] * cfg['batch_size']} views) |
-| wall time | {wall / 3600:.2f} h |
+| wall time | {wall / 3600:.2f} h of training steps (from the log's throughput; validation excluded) |
 | hardware | {_hardware()} |
 | made | {datetime.now(timezone.utc).strftime('%Y-%m-%d')} |
 | last validation (pixel matching, val identities) | mean {vals[-1]['val_mean_cm']:.1f} cm, median {vals[-1]['val_median_cm']:.1f} cm, {vals[-1]['val_gross_pct']:.1f} % over 20 cm |

@@ -6,6 +6,8 @@ import io
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -258,6 +260,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                     "generator": gen.get_state()})  # fmt: skip
         save_model_file(model, out / "model.pt", meta={"step": step, "config": cfg.name, "size": cfg.view.size})
 
+    def _stop(signum, frame):  # SIGTERM (kill, job schedulers): stop like Ctrl-C, saving a checkpoint
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while step < cfg.steps:
             batch = {k: v.to(device) for k, v in next(it).items()}
@@ -287,6 +293,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                 checkpoint()
     finally:
         checkpoint()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if bar:
             bar.close()
         if world > 1:

@@ -32,31 +32,7 @@ from bodycorr.geometry.io import save_mesh
 from bodycorr.geometry.mesh import Mesh
 from bodycorr.models.io import save_model_file
 from bodycorr.models.registry import create_model
-
-
-def icosphere(subdivisions: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    t = (1 + 5**0.5) / 2
-    v = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
-         [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]  # fmt: skip
-    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
-         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]  # fmt: skip
-    verts = [np.asarray(p, float) / np.linalg.norm(p) for p in v]
-    faces = np.asarray(f)
-    for _ in range(subdivisions):
-        mid: dict = {}
-
-        def m(i, j):
-            key = (min(i, j), max(i, j))
-            if key not in mid:
-                p = verts[i] + verts[j]
-                verts.append(p / np.linalg.norm(p))
-                mid[key] = len(verts) - 1
-            return mid[key]
-
-        faces = np.asarray([q for a, b, c in faces for q in ([a, m(a, b), m(c, a)], [b, m(b, c), m(a, b)],
-                                                               [c, m(c, a), m(b, c)], [m(a, b), m(b, c), m(c, a)])])  # fmt: skip
-    return np.asarray(verts), faces
+from tinyshapes import icosphere
 
 
 def toy_body(scale: float = 1.0, lean: float = 0.0, subdivisions: int = 3) -> Mesh:

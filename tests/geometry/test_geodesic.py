@@ -15,20 +15,7 @@ from bodycorr.geometry.geodesic import (
     surface_geodesic,
 )
 from bodycorr.geometry.mesh import Mesh
-
-
-def grid_mesh(n: int = 14, size: float = 0.2, jitter: float = 0.25, seed: int = 0, offset=(0.0, 0.0, 0.0)) -> Mesh:
-    """A flat, jittered n×n grid in the z=0 plane (convex, so geodesic = Euclidean)."""
-    rng = np.random.default_rng(seed)
-    h = size / (n - 1)
-    xy = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2).astype(float) * h
-    inner = ((xy > 0) & (xy < size - 1e-12)).all(1)
-    xy[inner] += rng.uniform(-jitter, jitter, size=(inner.sum(), 2)) * h
-    v = np.c_[xy, np.zeros(len(xy))] + np.asarray(offset)
-    idx = np.arange(n * n).reshape(n, n)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel()
-    f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
-    return Mesh(v, f, "grid")
+from tinyshapes import grid_mesh
 
 
 def icosphere(subdivisions: int = 3, radius: float = 0.1) -> Mesh:

@@ -9,18 +9,7 @@ from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.geodesic import GeodesicSolver, all_pairs_geodesics
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.sampling import farthest_point_sampling, farthest_point_sampling_euclidean
-
-
-def grid_mesh(n: int = 14, size: float = 0.2, jitter: float = 0.25, seed: int = 0, offset=(0.0, 0.0, 0.0)) -> Mesh:
-    rng = np.random.default_rng(seed)
-    h = size / (n - 1)
-    xy = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2).astype(float) * h
-    inner = ((xy > 0) & (xy < size - 1e-12)).all(1)
-    xy[inner] += rng.uniform(-jitter, jitter, size=(inner.sum(), 2)) * h
-    v = np.c_[xy, np.zeros(len(xy))] + np.asarray(offset)
-    idx = np.arange(n * n).reshape(n, n)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel()
-    return Mesh(v, np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]), "grid")
+from tinyshapes import grid_mesh
 
 
 @pytest.fixture(autouse=True)

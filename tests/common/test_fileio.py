@@ -59,3 +59,15 @@ def test_readable_and_writable_errors(tmp_path):
     blocker.write_text("x")
     with pytest.raises(BodycorrError, match="cannot create"):
         ensure_dir(blocker / "sub")
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from bodycorr.common.fileio import write_text_atomic
+
+    p = write_text_atomic(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask

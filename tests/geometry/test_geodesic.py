@@ -16,34 +16,12 @@ from bodycorr.geometry.geodesic import (
 )
 from bodycorr.geometry.mesh import Mesh
 from tinyshapes import grid_mesh
+from tinyshapes import icosphere as unit_icosphere
 
 
 def icosphere(subdivisions: int = 3, radius: float = 0.1) -> Mesh:
-    t = (1 + 5**0.5) / 2
-    v = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
-         [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]
-    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
-         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
-    verts = [np.asarray(p, float) / np.linalg.norm(p) for p in v]
-    faces = np.asarray(f)
-    for _ in range(subdivisions):
-        mid: dict[tuple[int, int], int] = {}
-
-        def m(i: int, j: int) -> int:
-            key = (min(i, j), max(i, j))
-            if key not in mid:
-                p = verts[i] + verts[j]
-                verts.append(p / np.linalg.norm(p))
-                mid[key] = len(verts) - 1
-            return mid[key]
-
-        new = []
-        for a, b, c in faces:
-            ab, bc, ca = m(a, b), m(b, c), m(c, a)
-            new += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
-        faces = np.asarray(new)
-    return Mesh(np.asarray(verts) * radius, faces, "sphere")
+    v, f = unit_icosphere(subdivisions)
+    return Mesh(v * radius, f, "icosphere")
 
 
 def bumpy_mesh(n: int = 16) -> Mesh:

@@ -66,6 +66,12 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     print(run_demo(a.out, seed=a.seed, model=a.model))
 
 
+def _cmd_track(a: argparse.Namespace) -> None:
+    from bodycorr.apps.track import run_track
+
+    print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics))
+
+
 def _cmd_benchmark(a: argparse.Namespace) -> None:
     from bodycorr.evaluation.harness import HarnessConfig, format_comparison, format_issues, make_methods, run_benchmark
 
@@ -141,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.set_defaults(func=_cmd_demo)
+    tr = sub.add_parser("track", help="track the template through a depth sequence (performance capture from one camera)")
+    tr.add_argument("seq", help="folder of depth images (PNG mm / NPY m, sorted by name), or 'synthetic' (engine motion with truth)")
+    tr.add_argument("-o", "--out", required=True, help="output folder (frame_NNNN.ply, track.gif, errors.png)")
+    tr.add_argument("--model", help="model file (default: the shipped model)")
+    tr.add_argument("--frames", type=int, help="number of frames (default: all; synthetic: 20)")
+    tr.add_argument("--intrinsics", help="intrinsics JSON for the depth images (default: Kinect v2)")
+    tr.set_defaults(func=_cmd_track)
+
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",
                        description="Geodesic correspondence errors (on each target's own surface, cm) of one or more methods "
                                    "on the same pairs: the synthetic suite, a folder of same-topology registrations "

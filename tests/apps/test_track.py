@@ -1,0 +1,88 @@
+"""Template tracking from one depth camera: shapes, outputs, skipped frames, oracle registration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bodycorr.apps.track import TrackConfig, evaluate_track, synthetic_sequence, track, visible_vertices, write_track_outputs
+from bodycorr.geometry.camera import Intrinsics
+from bodycorr.geometry.nonrigid import NonRigidConfig
+
+K = Intrinsics.kinect_v2().scaled((128, 106))
+FAST = NonRigidConfig(num_nodes=120, iterations=5)
+
+
+@pytest.fixture(scope="module")
+def seq():
+    return synthetic_sequence(3, seed=0, noise=False, intrinsics=K)
+
+
+@pytest.fixture(scope="module")
+def tiny_extractor():
+    import torch
+
+    from bodycorr.matching.extract import DescriptorExtractor
+    from bodycorr.models.registry import create_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", base_width=4, max_width=16, num_levels=3).eval()
+    return DescriptorExtractor(net, size=32)
+
+
+def _oracle(truth):
+    def fn(t, depth, camera):
+        i = np.flatnonzero(visible_vertices(truth[t], depth, camera))
+        return i, truth[t][i], np.ones(len(i))
+
+    return fn
+
+
+def test_synthetic_sequence_shapes(seq, template):
+    depths, cam, truth, ph = seq
+    assert depths.shape == (3, K.height, K.width) and depths.dtype == np.float32
+    assert truth.shape == (3, template.num_vertices, 3) and ph.shape == (6,)
+    assert ((depths > 0).sum((1, 2)) > 200).all()  # the person is in view
+    assert np.linalg.norm(truth[1] - truth[0], axis=1).max() > 1e-3  # it moves
+
+
+def test_track_skips_bad_frames_and_writes_outputs(seq, template, tiny_extractor, tmp_path):
+    depths, cam, truth, _ = seq
+    d = np.concatenate([depths[:1], np.zeros_like(depths[:1]), depths[1:2].copy()])
+    d[2, 0, 0] = np.nan
+    d = np.concatenate([d, depths[2:3]])  # ok, zeros, NaN, ok
+    cfg = TrackConfig(views=8, nonrigid=FAST, min_valid_pixels=100)
+    res = track(d, cam, template.mesh, tiny_extractor, cfg)
+    assert res.vertices.shape == (4, template.num_vertices, 3) and res.seconds.shape == (4,)
+    assert res.status[0] == "ok" and res.status[3] == "ok"
+    assert res.status[1].startswith("skipped: no person") and res.status[2].startswith("skipped:") and "NaN" in res.status[2]
+    np.testing.assert_array_equal(res.vertices[1], res.vertices[0])  # skipped: previous output
+    assert np.isfinite(res.vertices).all()
+    truth4 = np.concatenate([truth[:1], truth[:1], truth[1:2], truth[2:3]])
+    m = evaluate_track(res, truth4)
+    assert m["tracked"] == 2 and m["per_frame_cm"][1] is None and np.isfinite(m["mean_cm"])
+    paths = write_track_outputs(res, tmp_path, m)
+    assert sorted(p.name for p in tmp_path.glob("frame_*.ply")) == [f"frame_{i:04d}.ply" for i in range(4)]
+    assert paths["errors"].exists() and paths["gif"].stat().st_size > 0
+
+    from PIL import Image
+
+    assert Image.open(paths["gif"]).n_frames == 2
+
+
+def test_oracle_correspondences_register_accurately(seq, template):
+    depths, cam, truth, _ = seq
+    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000)
+    res = track(depths[:2], cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth))
+    assert res.status == ("ok", "ok")
+    m = evaluate_track(res, truth[:2])
+    assert m["visible_mean_cm"] < 3.0, m
+    assert m["mean_cm"] < 6.0, m
+
+
+def test_track_rejects_wrong_depth_size(seq, template):
+    from bodycorr.common.errors import BodycorrError
+
+    depths, cam, truth, _ = seq
+    with pytest.raises(BodycorrError, match="depths must be"):
+        track(depths[:, :50], cam, template.mesh, None, TrackConfig(), correspondences_fn=_oracle(truth))

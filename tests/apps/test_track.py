@@ -86,3 +86,21 @@ def test_track_rejects_wrong_depth_size(seq, template):
     depths, cam, truth, _ = seq
     with pytest.raises(BodycorrError, match="depths must be"):
         track(depths[:, :50], cam, template.mesh, None, TrackConfig(), correspondences_fn=_oracle(truth))
+
+
+def test_mirror_check_keeps_the_right_hypothesis(seq, template):
+    depths, cam, truth, _ = seq
+    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror_check=True)
+    res = track(depths[:1], cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry)
+    assert evaluate_track(res, truth[:1])["visible_mean_cm"] < 3.0
+
+
+def test_load_depth_sequence_folder(seq, tmp_path):
+    from bodycorr.apps.track import load_depth_sequence
+
+    depths = seq[0]
+    for i, d in enumerate(depths):
+        np.save(tmp_path / f"f{i:02d}.npy", d)
+    d, cam = load_depth_sequence(tmp_path, frames=2)
+    assert d.shape == (2,) + depths.shape[1:] and (cam.intrinsics.width, cam.intrinsics.height) == (K.width, K.height)
+    np.testing.assert_allclose(d, depths[:2], atol=1e-6)

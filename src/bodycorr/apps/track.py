@@ -45,8 +45,10 @@ class TrackConfig:
         min_confidence: matches below this confidence are dropped.
         clean: remove flying pixels first.
         mirror_check: when :func:`track` gets the template's left/right ``symmetry``, also register
-            with every match mirrored and keep the result with the lower final energy (descriptors
-            that confuse left and right otherwise flip whole frames); doubles the time per frame.
+            with every match mirrored and keep the hypothesis whose rigid start fits its matches
+            better (median residual): descriptors that confuse left and right otherwise flip whole
+            frames. The final energies do not tell the two apart (both surfaces fit the depth);
+            the rigid residual does (a mirror is not a rigid motion). Doubles the time per frame.
     """
 
     views: int = 24
@@ -280,8 +282,12 @@ def _register_frame(t, depth, camera, template_mesh, graph, correspondences_fn, 
     cloud = PointCloud(pts, name=f"frame {t}")
     res = register_nonrigid(template_mesh, cloud, si, tp, w, config.nonrigid, graph=graph)
     if config.mirror_check and symmetry is not None:
-        alt = register_nonrigid(template_mesh, cloud, np.asarray(symmetry)[si], tp, w, config.nonrigid, graph=graph)
-        if np.isfinite(alt.energies[-1]) and alt.energies[-1] < res.energies[-1]:
+        sj = np.asarray(symmetry)[si]
+        alt = register_nonrigid(template_mesh, cloud, sj, tp, w, config.nonrigid, graph=graph)
+        rv = np.asarray(template_mesh.vertices)
+        r0 = np.median(np.linalg.norm(res.rigid.apply(rv[si]) - tp, axis=1))
+        r1 = np.median(np.linalg.norm(alt.rigid.apply(rv[sj]) - tp, axis=1))
+        if np.isfinite(alt.vertices).all() and r1 < r0:
             res = alt
     v = np.asarray(res.vertices, dtype=np.float64)
     if not np.isfinite(v).all():
@@ -412,9 +418,9 @@ def write_track_outputs(result: TrackResult, out_dir: str | Path, metrics: dict 
         ax = fig.add_axes([0, 0, 1, 0.93])
         if len(p):
             sub = p[:: max(1, len(p) // 3000)]
-            ax.scatter(sub[:, 2], -sub[:, 1], s=0.5, c="0.6", lw=0)
+            ax.scatter(sub[:, 2], -sub[:, 1], s=0.8, c="0.65", lw=0)
         vs = v[:: max(1, len(v) // 2500)]
-        ax.scatter(vs[:, 2], -vs[:, 1], s=0.5, c="tab:red" if result.status[t] != "ok" else "tab:blue", lw=0)
+        ax.scatter(vs[:, 2], -vs[:, 1], s=1.5, c="tab:red" if result.status[t] != "ok" else "tab:blue", lw=0)
         ax.set_xlim(cz - half, cz + half)
         ax.set_ylim(-cy - half, -cy + half)
         ax.set_aspect("equal")

@@ -12,6 +12,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class Intrinsics:
         u, v = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
         return np.stack([u, v], axis=-1)
 
+    def camera_rays(self) -> np.ndarray:
+        """(H, W, 3) float64 camera-space rays through the pixel centres, z = 1 (read-only, cached)."""
+        return _camera_rays(self)
+
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in _KEYS}
 
@@ -118,6 +123,14 @@ class Intrinsics:
         if K.shape != (3, 3):
             raise BodycorrError(f"intrinsics: the camera matrix must be 3x3, got {K.shape}.")
         return cls(K[0, 0], K[1, 1], K[0, 2], K[1, 2], width, height)
+
+
+@functools.lru_cache(maxsize=16)
+def _camera_rays(k: Intrinsics) -> np.ndarray:
+    uv = k.pixel_centers()
+    rays = np.stack([(uv[..., 0] - k.cx) / k.fx, (uv[..., 1] - k.cy) / k.fy, np.ones(uv.shape[:2])], axis=-1)
+    rays.flags.writeable = False
+    return rays
 
 
 def load_intrinsics(path: str | Path, size: tuple[int, int] | None = None) -> Intrinsics:
@@ -255,15 +268,9 @@ class Camera:
         inside = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < k.width) & (uv[..., 1] >= 0) & (uv[..., 1] < k.height)
         return Projection(uv, z, inside)
 
-    def _camera_rays(self) -> np.ndarray:
-        """(H, W, 3) camera-space rays through pixel centres with z = 1."""
-        k = self.intrinsics
-        uv = k.pixel_centers()
-        return np.stack([(uv[..., 0] - k.cx) / k.fx, (uv[..., 1] - k.cy) / k.fy, np.ones(uv.shape[:2])], axis=-1)
-
     def ray_directions(self) -> np.ndarray:
         """(H, W, 3) float64 world-space unit ray directions through the pixel centres."""
-        d = self._camera_rays() @ self.R
+        d = self.intrinsics.camera_rays() @ self.R
         return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
     def backproject(self, depth: np.ndarray) -> np.ndarray:
@@ -283,4 +290,4 @@ class Camera:
                 "Use matching intrinsics (Intrinsics.scaled) or resize the depth map."
             )
         d = np.where(np.isfinite(d) & (d > 0), d, np.nan)
-        return self.camera_to_world(self._camera_rays() * d[..., None])
+        return self.camera_to_world(self.intrinsics.camera_rays() * d[..., None])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from bodycorr.geometry.camera import Camera, Intrinsics
+from bodycorr.geometry.camera import Camera
 from bodycorr.render.raycast import RayCaster
 
 
@@ -46,7 +45,7 @@ def render(caster: RayCaster, camera: Camera) -> Frame:
         :class:`Frame` of size (camera.intrinsics.height, camera.intrinsics.width).
     """
     k = camera.intrinsics
-    hits = caster.cast_camera(camera.center, camera.R, _camera_rays(k))
+    hits = caster.cast_camera(camera.center, camera.R, k.camera_rays().reshape(-1, 3))
     shape = (k.height, k.width)
     return Frame(
         depth=hits.t.reshape(shape),
@@ -56,10 +55,3 @@ def render(caster: RayCaster, camera: Camera) -> Frame:
         camera=camera,
     )
 
-
-@functools.lru_cache(maxsize=16)
-def _camera_rays(k: Intrinsics) -> np.ndarray:
-    """(H*W, 3) float32 camera-space rays through the pixel centres (z = 1), cached per intrinsics."""
-    uv = k.pixel_centers()
-    rays = np.stack([(uv[..., 0] - k.cx) / k.fx, (uv[..., 1] - k.cy) / k.fy, np.ones(uv.shape[:2])], axis=-1)
-    return np.ascontiguousarray(rays.reshape(-1, 3), dtype=np.float32)

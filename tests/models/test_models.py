@@ -22,7 +22,7 @@ from bodycorr.models import (
 )
 from bodycorr.models.blocks import upsample_aligned
 
-MODELS = list_models()
+MODELS = list_models("depth")
 SIZES = [(64, 64), (96, 80), (100, 84)]
 
 
@@ -42,6 +42,7 @@ def batch(h: int, w: int, b: int = 2, seed: int = 0) -> torch.Tensor:
 def test_registry_lists_both_architectures():
     assert {"wei_alexnet", "unet"} <= set(MODELS)
     assert MODELS == sorted(MODELS)
+    assert set(MODELS) <= set(list_models())
 
 
 @pytest.mark.parametrize("name", MODELS)

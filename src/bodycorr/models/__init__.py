@@ -19,6 +19,7 @@ from bodycorr.models.registry import (
     create_model,
     list_models,
     model_from_checkpoint_dict,
+    model_task,
     register_model,
     tiny_overrides,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "create_model",
     "list_models",
     "model_from_checkpoint_dict",
+    "model_task",
     "register_model",
     "tiny_overrides",
 ]

@@ -32,12 +32,14 @@ __all__ = [
     "register_model",
     "create_model",
     "list_models",
+    "model_task",
     "tiny_overrides",
     "checkpoint_dict",
     "model_from_checkpoint_dict",
 ]
 
 C = TypeVar("C", bound="ModelConfig")
+Task = Literal["depth", "surface"]
 
 
 @dataclass(frozen=True)
@@ -119,22 +121,25 @@ def make_config(cls: type[C], model_name: str, overrides: Mapping[str, Any]) -> 
 class _Entry:
     builder: Callable[..., nn.Module]
     tiny: dict[str, Any]
+    task: str
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_model(name: str, *, tiny: Mapping[str, Any] | None = None) -> Callable:
+def register_model(name: str, *, tiny: Mapping[str, Any] | None = None, task: Task = "depth") -> Callable:
     """Decorator registering ``builder(**overrides) -> nn.Module`` under ``name``.
 
     ``tiny``: overrides giving a very small variant (a few thousand parameters) used by the tests,
-    which run over every registered model. Registering a name twice raises.
+    which run over every registered model. ``task``: what the model maps: "depth" (depth map ->
+    per-pixel descriptors) or "surface" (RGB image -> template surface colour code + silhouette).
+    Registering a name twice raises.
     """
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise BodycorrError(f"model {name!r}: registered twice. Pick another name.")
-        _REGISTRY[name] = _Entry(builder, dict(tiny or {}))
+        _REGISTRY[name] = _Entry(builder, dict(tiny or {}), task)
         return builder
 
     return deco
@@ -145,10 +150,15 @@ def _ensure_builtins() -> None:
     import bodycorr.models.descriptor  # noqa: F401
 
 
-def list_models() -> list[str]:
-    """Sorted names of all registered models."""
+def list_models(task: Task | None = None) -> list[str]:
+    """Sorted names of all registered models, or of those for one ``task``."""
     _ensure_builtins()
-    return sorted(_REGISTRY)
+    return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
+
+
+def model_task(name: str) -> Task:
+    """The task ("depth" or "surface") model ``name`` was registered for."""
+    return _entry(name).task  # type: ignore[return-value]
 
 
 def _entry(name: str) -> _Entry:

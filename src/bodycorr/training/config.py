@@ -76,7 +76,11 @@ class TrainConfig:
 
 
 def load_config(name_or_path: str) -> TrainConfig:
-    """A named config (``configs/<name>.json``) or a JSON file path."""
+    """A named config (``configs/<name>.json``) or a JSON file path.
+
+    A config with ``"task": "surface"`` is an image-to-surface (BodyMap) run and loads as
+    :class:`bodycorr.training.surface.SurfaceTrainConfig`.
+    """
     p = Path(name_or_path)
     candidates = [p] if p.suffix == ".json" else [d / f"{name_or_path}.json" for d in CONFIG_DIRS]
     for c in candidates:
@@ -86,6 +90,10 @@ def load_config(name_or_path: str) -> TrainConfig:
             except json.JSONDecodeError as e:
                 raise BodycorrError(f"training config {c}: not valid JSON ({e.msg}, line {e.lineno}). Fix the file.") from None
             d.setdefault("name", c.stem)
+            if d.get("task") == "surface":
+                from bodycorr.training.surface import SurfaceTrainConfig
+
+                return SurfaceTrainConfig.from_dict(d)  # type: ignore[return-value]
             return TrainConfig.from_dict(d)
     names = sorted({f.stem for d in CONFIG_DIRS if d.is_dir() for f in d.glob("*.json")})
     raise BodycorrError(f"training config {name_or_path!r}: not found. Named configs: {', '.join(names) or 'none'}; or give a .json path.")

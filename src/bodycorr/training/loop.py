@@ -165,6 +165,22 @@ class PixelMatchValidator:
         return {"val_mean_cm": float(e.mean()), "val_median_cm": float(np.median(e)), "val_gross_pct": float((e > 20).mean() * 100)}
 
 
+RUNTIME_FIELDS = ("steps", "threads", "workers", "device", "log_every", "val_every", "ckpt_every")
+
+
+def same_run_config(saved: dict | None, current: dict) -> bool:
+    """Whether a checkpoint's config and ``current`` describe the same run.
+
+    Fields that only say how or how long to run (step count, threads, workers, device, logging
+    and checkpoint intervals) may change on resume; everything else must match.
+    """
+    a, b = _plain(saved or {}), _plain(current)
+    for k in RUNTIME_FIELDS:
+        a.pop(k, None)
+        b.pop(k, None)
+    return a == b
+
+
 def _plain(d: dict) -> dict:
     """JSON-normalised copy (tuples become lists), so configs compare equal after a round trip."""
     return json.loads(json.dumps(d))
@@ -208,7 +224,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     if resume and ckpt_path.exists():
         state = read_torch_file(ckpt_path, "training checkpoint")
         # the step count may change on resume (extend or shorten a run: the schedule follows)
-        if {**_plain(state.get("config")), "steps": cfg.steps} != _plain(cfg.to_dict()):
+        if not same_run_config(state.get("config"), cfg.to_dict()):
             raise BodycorrError(
                 f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume."
             )

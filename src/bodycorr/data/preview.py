@@ -1,14 +1,18 @@
-"""Contact sheets of generated views: depth beside ground-truth correspondence colours."""
+"""Contact sheets of generated views: depth or RGB beside ground-truth correspondence colours."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bodycorr.body.template import Template, get_template
 from bodycorr.common.fileio import atomic_path
 from bodycorr.data.views import View
+
+if TYPE_CHECKING:
+    from bodycorr.data.images import ImageView
 
 
 def template_colours(template: Template) -> np.ndarray:
@@ -55,6 +59,36 @@ def contact_sheet(views: list[View], path: str | Path, columns: int = 6, title: 
         axes[r, 2 * c].imshow(shade_depth(v.depth))
         axes[r, 2 * c + 1].imshow(colour_view(v.template_vertex, cols))
         axes[r, 2 * c].set_title(f"id {v.identity}" + (" noisy" if v.noisy else ""), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def image_contact_sheet(views: list[ImageView], path: str | Path, columns: int = 6, title: str = "") -> Path:
+    """Save a PNG grid: for each RGB view, the image and its truth colours (every person) side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = get_template_colours()
+    n = len(views)
+    columns = max(1, min(columns, n))
+    rows = max(1, int(np.ceil(n / columns)))
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.6, rows * 1.8), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, v in enumerate(views):
+        r, c = divmod(i, columns)
+        axes[r, 2 * c].imshow(v.rgb)
+        axes[r, 2 * c + 1].imshow(colour_view(v.template_vertex, cols))
+        tags = [f"id {v.identity}"] + (["crowd"] if v.people > 1 else []) + (["upper"] if v.upper_body else [])
+        tags += ["occl"] if v.occluded else []
+        axes[r, 2 * c].set_title(" ".join(tags), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -2,6 +2,7 @@
 baseline beats chance on a moved copy, several methods side by side, bad input reported while the
 rest of the suite runs, and the CLI outputs (table, JSON, PNGs)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -17,11 +18,18 @@ from bodycorr.evaluation.harness import (
     ModelMethod,
     PairSpec,
     PairSuite,
+    PairTruth,
     RowCache,
     SolverRows,
     Surface,
+    View,
+    _distance_to_set,
+    _edge_graph,
     _RefIndex,
+    _RingPattern,
+    _Runner,
     format_comparison,
+    pair_distances,
     result_json,
     run_benchmark,
     select_points,
@@ -361,3 +369,163 @@ def test_synthetic_suite_still_evaluates(tiny_model):
     assert g["pairs"] == 1 and g["points"] > 1000 and g["flip_share_of_gross_pct"] is not None
     assert "partial-full/inter/clean" in format_table(res)
     assert len(res["_per_pair"]["partial-full/inter/clean"]) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the fast paths (issue #4) against their slow, obvious references
+# ------------------------------------------------------------------------------------------------
+
+
+def test_table_distances_equal_the_rows_entries():
+    from bodycorr.evaluation.synthetic import _TableRows
+
+    rng = np.random.default_rng(0)
+    table = rng.uniform(0, 2, (50, 50)).astype(np.float16)
+    geo = _TableRows(table, 1.07)
+    a, b = rng.integers(0, 50, 300), rng.integers(0, 50, 300)
+    fast = geo.distances(a, b)
+    assert fast.dtype == np.float32 and np.array_equal(fast, geo.rows(a)[np.arange(300), b])
+    lookup = pair_distances(geo, a)  # uses the suite's own lookup
+    rows_only = pair_distances(_RowsOnly(geo), a)  # rows of the unique sources, fetched once
+    assert np.array_equal(lookup(a, b), fast) and np.array_equal(rows_only(a, b), fast)
+
+
+class _RowsOnly:
+    """The same geodesics with only ``rows`` (the harness then fetches whole rows)."""
+
+    def __init__(self, geo):
+        self.geo = geo
+
+    def rows(self, vertices):
+        return self.geo.rows(vertices)
+
+
+class _TableSuite(PairSuite):
+    """The registration folder with two vertices per reference id (truth sets of 2), geodesics from
+    a float16 graph table per surface (as the synthetic suite), with or without ``distances``."""
+
+    def __init__(self, folder, lookup: bool):
+        from scipy.sparse.csgraph import dijkstra
+
+        from bodycorr.evaluation.synthetic import _TableRows
+
+        self.user = load_user_suite(UserSuiteConfig(str(folder), up="z"))
+        self.name, self.pairs, self.issues, self.meta = "table", self.user.pairs, [], {}
+        self._s, self._g = {}, {}
+        for p in self.user.pairs:
+            for n in (p.source, p.target):
+                if n not in self._s:
+                    s = self.user.surface(n)
+                    self._s[n] = dataclasses.replace(s, ref=np.arange(s.mesh.num_vertices) // 2)
+                    table = dijkstra(_edge_graph(s.mesh), directed=False).astype(np.float16)
+                    geo = _TableRows(table, 1.0 + 0.01 * len(self._g))
+                    self._g[n] = geo if lookup else _RowsOnly(geo)
+
+    def surface(self, name):
+        return self._s[name]
+
+    def view(self, name, noise):
+        return self.user.view(name, noise)
+
+    def geodesics(self, name):
+        return self._g[name]
+
+
+def test_distance_lookups_give_the_same_errors_as_rows(reg_folder):
+    res = {}
+    for lookup in (True, False):
+        suite = _TableSuite(reg_folder, lookup)
+        methods = [RandomMethod(), Oracle(suite.user, mirror=True, name="mirror")]
+        res[lookup] = run_benchmark(suite, methods, HarnessConfig(noise=("noisy",), max_points=300), progress=False)
+    fast, slow = res[True], res[False]
+    assert fast.groups == slow.groups and not fast.issues
+    n = 0
+    for m in fast.methods:
+        for g in fast.groups:
+            for a, b in zip(fast.records[m][g], slow.records[m][g], strict=True):
+                assert np.array_equal(a.errors.errors_cm, b.errors.errors_cm) and np.array_equal(a.errors.flips, b.errors.flips)
+                for x, y in ((a.errors.outside_overlap, b.errors.outside_overlap), (a.match_outside, b.match_outside)):
+                    assert (x is None and y is None) or np.array_equal(x, y)
+                n += 1
+    assert n == 2 * 3 * 3  # methods x kinds x pairs (1 intra + 2 inter)
+    s = fast.summaries()["mirror"]["full-full/intra/clean"]
+    assert s["flip_pct"] > 10 and s["AE_cm"] > 5  # truth sets of 2 and flips were exercised
+
+
+def test_ring_pattern_builds_the_same_graph():
+    v, f = icosphere(3)
+    rng = np.random.default_rng(2)
+    pattern = _RingPattern(Mesh(v, f))
+    for _ in range(2):
+        w = v * rng.uniform(0.5, 1.5, 3) + rng.normal(0, 0.01, v.shape)
+        slow, fast = _edge_graph(Mesh(w, f)), _edge_graph(Mesh(w, f), pattern)
+        assert np.array_equal(slow.indptr, fast.indptr) and np.array_equal(slow.indices, fast.indices)
+        assert np.array_equal(slow.data, fast.data)
+    seeds = np.array([0, 17, 300])
+    assert np.array_equal(_distance_to_set(slow, seeds), _distance_to_set(fast, seeds))
+
+
+def test_known_seen_distances_give_the_same_truth(reg_folder):
+    suite = load_user_suite(UserSuiteConfig(str(reg_folder), up="z"))
+    runner = _Runner(suite, [RandomMethod()], HarnessConfig())
+    src, tgt = runner.shape("alice_00", True, "clean"), runner.shape("bob_00", True, "clean")
+    ssurf, tsurf = suite.surface("alice_00"), suite.surface("bob_00")
+    graph = _edge_graph(tsurf.mesh)
+    args = (src, tgt, ssurf, tsurf, _RefIndex(tsurf), graph, suite.geodesics("bob_00"), 300, 0)
+    slow = PairTruth(*args)
+    fast = PairTruth(*args, dist_seen=_distance_to_set(graph, tgt.vertex[tgt.vertex >= 0]))
+    assert np.array_equal(slow.outside_truth, fast.outside_truth) and np.array_equal(slow.dist_region, fast.dist_region)
+    assert 0 < slow.outside_truth.mean() < 1
+
+
+class _FewPixelsSuite(PairSuite):
+    """The registration folder, but alice_01's views have 9 valid pixels: a model cannot describe them."""
+
+    def __init__(self, folder):
+        self.user = load_user_suite(UserSuiteConfig(str(folder), up="z"))
+        self.name, self.pairs, self.issues, self.meta = "few", self.user.pairs, [], {}
+
+    def surface(self, name):
+        return self.user.surface(name)
+
+    def view(self, name, noise):
+        v = self.user.view(name, noise)
+        if name != "alice_01":
+            return v
+        d = np.zeros_like(v.depth)
+        d[100:103, 100:103] = 2.0
+        return View(d, v.camera, np.zeros(9, dtype=np.int64), v.name)
+
+    def geodesics(self, name):
+        return self.user.geodesics(name)
+
+
+def test_describing_in_worker_processes_changes_nothing(reg_folder, tiny_model, monkeypatch):
+    from bodycorr.evaluation import harness
+    from bodycorr.matching.pipeline import load_extractor
+
+    monkeypatch.setattr(harness, "PREFETCH_MIN_WORK", 0)  # the toy suite is too small to start workers otherwise
+
+    suite = _FewPixelsSuite(reg_folder)
+    method = ModelMethod(load_extractor(str(tiny_model)), name="tiny", views=4)
+    cfg = dict(kinds=("full-full", "partial-full"), noise=("clean",), max_points=200)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: bit-identical descriptors
+    try:
+        serial = run_benchmark(suite, [method, RandomMethod()], HarnessConfig(**cfg), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    par = run_benchmark(suite, [method, RandomMethod()], HarnessConfig(**cfg, workers=2), progress=False)
+    assert par.issues == serial.issues and len(par.issues) == 1 and "only 9 valid pixels" in par.issues[0]
+    assert "cannot describe alice_01 [view, clean]" in par.issues[0]
+    for m in ("tiny", "random"):
+        for g in par.groups:
+            a, b = par.records[m][g], serial.records[m][g]
+            assert [r.pair for r in a] == [r.pair for r in b]
+            assert all(np.array_equal(x.errors.errors_cm, y.errors.errors_cm) for x, y in zip(a, b))
+    assert len(par.records["tiny"]["full-full/inter/clean"]) == 2 and len(par.records["tiny"]["partial-full/inter/clean"]) == 1
+    assert par.meta["describe_workers"] == 2 and serial.meta["describe_workers"] == 1
+    assert set(par.meta["seconds"]) == {"describe", "match", "truth", "evaluate", "total"}
+    assert par.meta["seconds"]["describe"] > 0
+    with pytest.raises(BodycorrError, match="--workers"):
+        run_benchmark(suite, [method], HarnessConfig(workers=0), progress=False)

@@ -45,6 +45,30 @@ whose truth lies more than :data:`OVERLAP_M` from what the target view sees (no 
 ``match_outside_overlap_pct`` is the share of source points whose *match* falls more than
 :data:`OVERLAP_M` outside the truly overlapping region (the target surface seen by the source view,
 and by the target view for partial targets). Both use Dijkstra on the target mesh (2-ring chords).
+
+Speed (issue #4; nothing here changes a reported figure)
+--------------------------------------------------------
+* Each shape (a full surface, or a view at one noise level) is described once per method and
+  reused by every pair and kind it appears in. With ``HarnessConfig.workers`` > 1 (the CLI's
+  ``--workers``, default 2), methods with ``parallel_prepare`` (:class:`ModelMethod`) describe all
+  needed shapes ahead of the pairs in that many spawned processes, one torch thread each, in the
+  order the pairs need them, while this process matches and scores the pairs already ready. On the
+  shared 2-core machine with a training job running, one 13k-vertex body (48 renders) took 2.3 s
+  with 1 torch thread and 3.7-4.3 s with 2, and two 1-thread workers describe about twice as many
+  bodies per second as one. Descriptors from 1 and 2 torch threads differ by ~1e-7, which moved
+  group means by at most 1e-4 relative on ``--max-pairs 3`` of synthetic-v1. Suites too small to
+  pay for starting workers (:data:`PREFETCH_MIN_WORK`) are described in this process.
+* :class:`ModelMethod` matches with one nearest-neighbour search (``bodycorr match`` also searches
+  backwards for its mutual flags, which the harness does not use).
+* Geodesics: a suite with a ``distances`` lookup (the synthetic suite's stored table) is read
+  only at the (truth, match) entries needed, instead of fetching whole rows (for a full-full pair,
+  13k rows = 0.7 GB of float32 per pair).
+* The 2-ring chord graph's structure is built once per topology (:class:`_RingPattern`); only
+  chord lengths are recomputed per target. The distance to what a target view sees is computed
+  once per view.
+* ``meta["seconds"]`` in the result says where the time went: ``describe`` (summed over shapes,
+  also when described in parallel), ``match``, ``truth`` (graphs, truth sets, overlap Dijkstra),
+  ``evaluate`` and ``total`` (wall clock of the run, without loading the suite and writing plots).
 """
 
 from __future__ import annotations
@@ -59,6 +83,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
+from bodycorr.common.cache import content_hash
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import atomic_path, ensure_dir, write_json_atomic
 from bodycorr.evaluation.metrics import GROSS_CM, PairErrors, auc, cumulative_curve, summarize
@@ -74,6 +99,7 @@ PENALTY_M = 1.0  # error of a match on a pixel without truth, or on another conn
 MAX_TRUTH_SET = 16
 DEFAULT_POINTS = 2000
 ROW_CACHE_BYTES = 1_500_000_000
+PREFETCH_MIN_WORK = 2_000_000  # described points x renders below which worker processes do not pay (~3 bodies)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,9 +167,26 @@ class PairSpec:
 
 
 class GeodesicRows(Protocol):
-    """Geodesic distances on one surface: ``rows(vertices (K,)) -> (K, V) float32 metres``."""
+    """Geodesic distances on one surface: ``rows(vertices (K,)) -> (K, V) float32 metres``.
+
+    A suite whose distances are cheap one by one (a stored table) may also give
+    ``distances(a (N,), b (N,)) -> (N,) float32``, equal to ``rows(a)[i, b[i]]``: the harness then
+    looks up only the pairs it needs instead of whole rows (see :func:`pair_distances`).
+    """
 
     def rows(self, vertices: np.ndarray) -> np.ndarray: ...
+
+
+def pair_distances(geodesics: GeodesicRows, sources: np.ndarray):
+    """A lookup ``dist(a (N,), b (N,)) -> (N,) float32`` of the distances from vertices ``a`` (each
+    one of ``sources``) to vertices ``b``: the suite's own ``distances`` when it has one, else the
+    rows of the unique ``sources`` fetched once (``rows(unique)[position of a, b]``)."""
+    own = getattr(geodesics, "distances", None)
+    if callable(own):
+        return lambda a, b: np.asarray(own(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)))
+    uniq = np.unique(np.asarray(sources, dtype=np.int64))
+    rows = np.asarray(geodesics.rows(uniq)) if uniq.size else np.zeros((0, 0), np.float32)
+    return lambda a, b: rows[np.searchsorted(uniq, a), b]
 
 
 class PairSuite:
@@ -271,6 +314,8 @@ class ModelMethod:
         up: up axis for meshes ("auto" = estimated by the network); None = the suite's hint.
     """
 
+    parallel_prepare = True  # the harness may describe shapes in worker processes (HarnessConfig.workers)
+
     def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None):
         self.extractor, self.name, self.views, self.up = extractor, name, int(views), up
 
@@ -284,9 +329,11 @@ class ModelMethod:
         return d
 
     def correspond(self, source, target) -> np.ndarray:
-        from bodycorr.matching.correspond import match
+        """The nearest target descriptor of each source descriptor: ``bodycorr match``'s ``target``
+        (its backward search, only needed for the mutual flags, is skipped)."""
+        from bodycorr.matching.nearest import knn
 
-        return match(source.descriptors, target.descriptors, source.consistency).target
+        return knn(source.descriptors, target.descriptors, k=1).index[:, 0]
 
 
 def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:
@@ -359,16 +406,42 @@ class _RefIndex:
         return out.astype(np.int64)
 
 
-def _edge_graph(mesh: Mesh) -> sp.csr_matrix:
+def _edge_graph(mesh: Mesh, pattern: _RingPattern | None = None) -> sp.csr_matrix:
     """Vertices joined to their 2-ring neighbours by straight chords. For the 3 cm overlap tests:
     on the template at 1-5 cm it is unbiased (mean 0.0 %, 90 % within +-3.5 % of the geodesic),
-    where Dijkstra on plain mesh edges zigzags (+7 % on average)."""
+    where Dijkstra on plain mesh edges zigzags (+7 % on average).
+
+    ``pattern`` (:class:`_RingPattern` of the mesh's faces) skips rebuilding the 2-ring structure:
+    the same matrix, only the chord lengths are computed (shapes sharing one topology)."""
+    if pattern is not None:
+        return pattern.graph(mesh.vertices)
     e = mesh.edges()
     n = mesh.num_vertices
     a = sp.csr_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
     a2 = sp.triu(a + a @ a, k=1).tocoo()
     w = np.linalg.norm(mesh.vertices[a2.row] - mesh.vertices[a2.col], axis=1)
     return sp.csr_matrix((np.r_[w, w], (np.r_[a2.row, a2.col], np.r_[a2.col, a2.row])), shape=(n, n))
+
+
+class _RingPattern:
+    """The structure of :func:`_edge_graph` for one topology (vertex count, faces), built once:
+    :meth:`graph` fills in the chord lengths of any vertex positions in that topology."""
+
+    def __init__(self, mesh: Mesh):
+        e = mesh.edges()
+        n = mesh.num_vertices
+        a = sp.csr_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
+        a2 = sp.triu(a + a @ a, k=1).tocoo()
+        self.row, self.col, self.n = a2.row, a2.col, n
+        # the CSR layout _edge_graph's constructor gives, with entry k of [w, w] at position order[k]
+        k = np.arange(1, 2 * len(a2.row) + 1, dtype=np.float64)
+        g = sp.csr_matrix((k, (np.r_[a2.row, a2.col], np.r_[a2.col, a2.row])), shape=(n, n))
+        self.indptr, self.indices, self.take = g.indptr, g.indices, g.data.astype(np.int64) - 1
+
+    def graph(self, vertices: np.ndarray) -> sp.csr_matrix:
+        """vertices: (V, 3) -> (V, V) csr chord-length graph, equal to ``_edge_graph(Mesh(vertices, faces))``."""
+        w = np.linalg.norm(vertices[self.row] - vertices[self.col], axis=1)
+        return sp.csr_matrix((np.r_[w, w][self.take], self.indices.copy(), self.indptr.copy()), shape=(self.n, self.n))
 
 
 def _distance_to_set(graph: sp.csr_matrix, seeds: np.ndarray) -> np.ndarray:
@@ -391,7 +464,10 @@ class PairTruth:
     """Truth of one pair (source/target shapes), shared by every method evaluated on it."""
 
     def __init__(self, src: EvalShape, tgt: EvalShape, src_surface: Surface, tgt_surface: Surface, tgt_index: _RefIndex,
-                 graph: sp.csr_matrix, geodesics: GeodesicRows, max_points: int, seed: int):  # fmt: skip
+                 graph: sp.csr_matrix, geodesics: GeodesicRows, max_points: int, seed: int,
+                 dist_seen: np.ndarray | None = None):  # fmt: skip
+        """``dist_seen``: (V,) ``_distance_to_set(graph, seen target vertices)`` when already known
+        (partial targets; it depends only on the target view)."""
         self.tgt, self.tsurf, self.geo = tgt, tgt_surface, geodesics
         v = src.vertex
         ref = np.full(len(v), -1, dtype=np.int64)
@@ -408,34 +484,33 @@ class PairTruth:
         rep_all = members[cand, 0]
         self.outside_truth = None
         self.dist_region = None
-        dist_seen = None
-        if tgt.partial:
+        if not tgt.partial:
+            dist_seen = None
+        elif dist_seen is None:
             dist_seen = _distance_to_set(graph, tgt.vertex[tgt.vertex >= 0])
+        if tgt.partial:
             self.outside_truth = dist_seen[self.members[:, 0]] >= OVERLAP_M
         if src.partial or tgt.partial:
             region = np.unique(rep_all)
             if dist_seen is not None:
                 region = region[dist_seen[region] < OVERLAP_M]
             self.dist_region = _distance_to_set(graph, region)
-        self._rows: np.ndarray | None = None
-        self._pos: np.ndarray | None = None
-
-    def _load_rows(self) -> None:
-        if self._rows is None:
-            uniq = np.unique(self.members[self.members >= 0])
-            self._rows = self.geo.rows(uniq)
-            self._pos = np.where(self.members >= 0, np.searchsorted(uniq, np.maximum(self.members, 0)), -1)
+        self._dist = None  # pair_distances lookup, made on first evaluate
 
     def _min_distance(self, cols: np.ndarray) -> np.ndarray:
         """(K,) min over each point's truth members of the distance to target vertex ``cols`` (K,)."""
-        pos = self._pos
-        d = self._rows[np.maximum(pos, 0), np.maximum(cols, 0)[:, None]]
-        d = np.where(pos >= 0, d, np.inf).min(1)
-        return np.where(cols >= 0, d, np.inf)
+        ok = self.members >= 0  # (K, S); column 0 is always a member
+        a = self.members[ok]
+        b = np.broadcast_to(np.maximum(cols, 0)[:, None], self.members.shape)[ok]
+        got = self._dist(a, b)
+        d = np.full(self.members.shape, np.inf, dtype=got.dtype)
+        d[ok] = got
+        return np.where(cols >= 0, d.min(1), np.inf)
 
     def evaluate(self, pred: np.ndarray, name: str, seconds: dict) -> tuple[PairErrors, np.ndarray | None]:
         """Errors of a method's (N_source,) target indices: :class:`PairErrors` and the match-outside flags."""
-        self._load_rows()
+        if self._dist is None:
+            self._dist = pair_distances(self.geo, self.members[self.members >= 0])
         q = np.asarray(pred)[self.index]
         w = self.tgt.vertex[q]  # target surface vertex of each match, -1 = none
         d = self._min_distance(w)
@@ -448,7 +523,7 @@ class PairTruth:
             d_mirror = self._min_distance(sw)
             rep = self.members[:, 0]
             srep = sym[rep]
-            apart = np.where(srep >= 0, self._rows[self._pos[:, 0], np.maximum(srep, 0)], 0.0)
+            apart = np.where(srep >= 0, self._dist(rep, np.maximum(srep, 0)), 0.0)
             flips = (w >= 0) & (d_mirror < d) & (apart > FLIP_MIN_M)
         outside = None
         if self.dist_region is not None:
@@ -472,12 +547,15 @@ class HarnessConfig:
         max_points: evaluated source points per pair (0 = all; None = the suite's default:
             2000 for folders, all for the synthetic suite).
         seed: seed of the point subsets.
+        workers: processes that describe shapes ahead of the pairs for methods with
+            ``parallel_prepare`` (learned models; 1 thread each); 1 = in this process, on demand.
     """
 
     kinds: tuple[str, ...] = KINDS
     noise: tuple[str, ...] = NOISE
     max_points: int | None = None
     seed: int = 0
+    workers: int = 1
 
     def check(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS]
@@ -488,6 +566,8 @@ class HarnessConfig:
             raise BodycorrError(f"benchmark: unknown noise level(s) {', '.join(badn) or '(none)'}. Use clean and/or noisy.")
         if self.max_points is not None and self.max_points < 0:
             raise BodycorrError(f"benchmark: --points must be >= 0 (0 = all), got {self.max_points}.")
+        if self.workers < 1:
+            raise BodycorrError(f"benchmark: --workers must be >= 1, got {self.workers}.")
 
 
 @dataclass(eq=False)
@@ -545,8 +625,12 @@ class _Runner:
         self.failed: dict[tuple[str, str], str] = {}
         self.indexes: dict[str, _RefIndex] = {}
         self.graphs: dict[str, sp.csr_matrix] = {}
+        self.patterns: dict[str, _RingPattern] = {}  # per topology (content hash of the faces)
+        self.seen: dict[str, np.ndarray] = {}  # per target view: graph distance to what it sees
         self.issues: list[str] = []
         self.skipped: dict[str, int] = {}
+        self.seconds = {"describe": 0.0, "match": 0.0, "truth": 0.0, "evaluate": 0.0}  # where the run's time went
+        self.prefetch: _Prefetch | None = None
 
     def shape(self, name: str, partial: bool, noise: str) -> EvalShape:
         key = f"{name} [view, {noise}]" if partial else name
@@ -579,18 +663,50 @@ class _Runner:
         if k in self.failed:
             raise _Known(self.failed[k])
         if k not in self.prepared:
-            t0 = time.perf_counter()
-            try:
-                obj = m.prepare(shape)
-            except BodycorrError as e:
-                msg = f"method {m.name} cannot describe {shape.key}: {e} Its pairs are skipped for this method."
+            got = self.prefetch.take(k) if self.prefetch is not None else None
+            if got is None:
+                t0 = time.perf_counter()
+                try:
+                    obj, err = m.prepare(shape), None
+                except BodycorrError as e:
+                    obj, err = None, str(e)
+                got = (obj, time.perf_counter() - t0, err)
+            obj, secs, err = got
+            if err is not None:
+                msg = f"method {m.name} cannot describe {shape.key}: {err} Its pairs are skipped for this method."
                 self.failed[k] = msg
                 self.issues.append(msg)
-                raise _Known(msg) from None
-            self.prepared[k] = (obj, time.perf_counter() - t0)
+                raise _Known(msg)
+            self.prepared[k] = (obj, secs)
+            self.seconds["describe"] += secs
         return self.prepared[k]
 
+    def start_prefetch(self, jobs: list) -> None:
+        """Describe, in ``config.workers`` processes, every shape the pairs of ``jobs`` need with the
+        methods that allow it (``parallel_prepare``), in the order the pairs will ask for them."""
+        par = [m for m in self.methods if getattr(m, "parallel_prepare", False)]
+        if self.config.workers <= 1 or not par:
+            return
+        items: list[tuple[int, EvalShape]] = []
+        seen: set[tuple[str, str]] = set()
+        for kind, _, noise, pairs in jobs:
+            for pair in pairs:
+                for name, partial in ((pair.source, kind.startswith("partial")), (pair.target, kind.endswith("partial"))):
+                    try:
+                        shape = self.shape(name, partial, noise)
+                    except BodycorrError:  # reported by the pair loop
+                        continue
+                    for i, m in enumerate(par):
+                        if (m.name, shape.key) not in seen:
+                            seen.add((m.name, shape.key))
+                            items.append((i, shape))
+        # starting a worker (torch, the model, the renderer) costs seconds: only for real work
+        work = sum(len(sh.scan.points) * (1 if sh.partial else int(getattr(par[i], "views", 1))) for i, sh in items)
+        if items and work >= PREFETCH_MIN_WORK:
+            self.prefetch = _Prefetch(par, items, min(self.config.workers, len(items)))
+
     def run(self, progress: bool) -> BenchmarkResult:
+        t_start = time.perf_counter()
         cfg = self.config
         cfg.check()
         groups_in_order = list(dict.fromkeys(p.group for p in self.suite.pairs))
@@ -607,20 +723,28 @@ class _Runner:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sum(len(j[3]) for j in jobs), desc="pairs", unit="pair")
-        for (kind, g, noise, pairs), gkey in zip(jobs, group_keys):
-            for m in self.methods:
-                records[m.name].setdefault(gkey, [])
-            for pair in pairs:
-                try:
-                    self._run_pair(pair, kind, noise, gkey, records)
-                except BodycorrError as e:
-                    self.issues.append(f"{gkey} pair {pair.name}: {e}")
-                if bar is not None:
-                    bar.update()
-        if bar is not None:
-            bar.close()
+        try:
+            self.start_prefetch(jobs)
+            for (kind, g, noise, pairs), gkey in zip(jobs, group_keys):
+                for m in self.methods:
+                    records[m.name].setdefault(gkey, [])
+                for pair in pairs:
+                    try:
+                        self._run_pair(pair, kind, noise, gkey, records)
+                    except BodycorrError as e:
+                        self.issues.append(f"{gkey} pair {pair.name}: {e}")
+                    if bar is not None:
+                        bar.update()
+        finally:
+            if self.prefetch is not None:
+                self.prefetch.close()
+            if bar is not None:
+                bar.close()
         meta = dict(self.suite.meta)
         meta.update(points_per_pair=self.max_points, seed=cfg.seed, kinds=list(cfg.kinds), noise=list(cfg.noise))
+        meta["describe_workers"] = self.prefetch.workers if self.prefetch is not None else 1
+        meta["seconds"] = {k: round(v, 2) for k, v in self.seconds.items()}
+        meta["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
         views = sorted({int(m.views) for m in self.methods if hasattr(m, "views")})
         meta["views"] = views[0] if len(views) == 1 else (views or None)
         return BenchmarkResult(self.suite.name, [m.name for m in self.methods], records,
@@ -630,11 +754,19 @@ class _Runner:
         src = self.shape(pair.source, kind.startswith("partial"), noise)
         tgt = self.shape(pair.target, kind.endswith("partial"), noise)
         ssurf, tsurf = self.suite.surface(pair.source), self.suite.surface(pair.target)
+        t_truth = time.perf_counter()
         if pair.target not in self.indexes:
             self.indexes[pair.target] = _RefIndex(tsurf)
-            self.graphs[pair.target] = _edge_graph(tsurf.mesh)
-        truth = PairTruth(src, tgt, ssurf, tsurf, self.indexes[pair.target], self.graphs[pair.target],
-                          self.suite.geodesics(pair.target), self.max_points, self.config.seed)  # fmt: skip
+            topo = content_hash(tsurf.mesh.num_vertices, tsurf.mesh.faces)
+            if topo not in self.patterns:
+                self.patterns[topo] = _RingPattern(tsurf.mesh)
+            self.graphs[pair.target] = _edge_graph(tsurf.mesh, self.patterns[topo])
+        graph = self.graphs[pair.target]
+        if tgt.partial and tgt.key not in self.seen:
+            self.seen[tgt.key] = _distance_to_set(graph, tgt.vertex[tgt.vertex >= 0])
+        truth = PairTruth(src, tgt, ssurf, tsurf, self.indexes[pair.target], graph, self.suite.geodesics(pair.target),
+                          self.max_points, self.config.seed, self.seen.get(tgt.key))  # fmt: skip
+        self.seconds["truth"] += time.perf_counter() - t_truth
         for m in self.methods:
             try:
                 a, ta = self.prepare(m, src)
@@ -648,19 +780,73 @@ class _Runner:
                 self.issues.append(f"{gkey} pair {pair.name}, method {m.name}: {e}")
                 continue
             tm = time.perf_counter() - t0
+            self.seconds["match"] += tm
             n_t = len(tgt.scan.points)
             if pred.shape != (len(src.scan.points),) or not np.issubdtype(pred.dtype, np.integer) or \
                     (pred.size and (pred.min() < 0 or pred.max() >= n_t)):  # fmt: skip
                 self.issues.append(f"{gkey} pair {pair.name}, method {m.name}: returned {pred.dtype} {pred.shape} "
                                    f"instead of {len(src.scan.points)} target indices in [0, {n_t}); skipped.")  # fmt: skip
                 continue
+            t_eval = time.perf_counter()
             errs, outside = truth.evaluate(pred, pair.name, {"describe": ta + tb, "match": tm})
+            self.seconds["evaluate"] += time.perf_counter() - t_eval
             records[m.name][gkey].append(PairRecord(gkey, pair.name, errs, outside, tsurf.symmetry is not None,
                                                     src.scan.points[truth.index].astype(np.float32), src.up))  # fmt: skip
 
 
 class _Known(Exception):
     """Internal: a failure already recorded as an issue."""
+
+
+_WORKER: dict = {}
+
+
+def _prefetch_init(methods: list) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # see the module docstring: 1-thread workers beat 2 threads on a busy machine
+    _WORKER["methods"] = methods
+
+
+def _prefetch_task(item: tuple[int, EvalShape]) -> tuple[Any, float, str | None]:
+    """In a worker: (prepared object, seconds, None) or (None, seconds, the BodycorrError's message)."""
+    i, shape = item
+    t0 = time.perf_counter()
+    try:
+        obj = _WORKER["methods"][i].prepare(shape)
+    except BodycorrError as e:
+        return None, time.perf_counter() - t0, str(e)
+    return obj, time.perf_counter() - t0, None
+
+
+class _Prefetch:
+    """``methods[i].prepare(shape)`` for each ``(i, shape)`` of ``items``, in spawned worker processes,
+    in order; :meth:`take` hands a result over once (waiting for it if needed)."""
+
+    def __init__(self, methods: list, items: list[tuple[int, EvalShape]], workers: int):
+        import multiprocessing
+
+        self.keys = [(methods[i].name, shape.key) for i, shape in items]
+        self.pending = set(self.keys)
+        self.done: dict[tuple[str, str], tuple[Any, float, str | None]] = {}
+        self.workers = int(workers)
+        self.pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_prefetch_init, initargs=(methods,))
+        self._results = self.pool.imap(_prefetch_task, items)
+        self._next = 0
+
+    def take(self, key: tuple[str, str]) -> tuple[Any, float, str | None] | None:
+        """The result for ``(method name, shape key)``, or None if it was not scheduled or was taken."""
+        if key not in self.pending:
+            return None
+        while key not in self.done:
+            self.done[self.keys[self._next]] = next(self._results)
+            self._next += 1
+        self.pending.discard(key)
+        return self.done.pop(key)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
 
 
 def run_benchmark(suite: PairSuite, methods: list[Method], config: HarnessConfig = HarnessConfig(),

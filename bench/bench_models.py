@@ -1,4 +1,4 @@
-"""Benchmark every registered descriptor network at its default config (CPU).
+"""Benchmark every registered depth descriptor network at its default config (CPU).
 
 Prints per model: parameters (shipped backbone, and the training heads), state-dict size in MB
 (float32 / float16, shipped = without heads), forward GMAC per image (load-independent), and the
@@ -128,7 +128,7 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.repeats} runs, "
         f"load average {load:.2f} on {os.cpu_count()} cores"
     )
-    rows = [bench_model(n, args.sizes, args.batch, args.repeats) for n in (args.models or list_models())]
+    rows = [bench_model(n, args.sizes, args.batch, args.repeats) for n in (args.models or list_models("depth"))]
     head = f"{'model':<12} {'params':>8} {'MB f32':>7} {'MB f16':>7} {'heads':>7}"
     for s in args.sizes:
         head += f" {'GMAC@' + str(s):>9} {'infer@' + str(s):>13} {'train@' + str(s):>13}"

@@ -147,6 +147,7 @@ def register_model(name: str, *, tiny: Mapping[str, Any] | None = None, task: Ta
 
 def _ensure_builtins() -> None:
     # Importing the module runs its @register_model decorators (lazy to avoid a circular import).
+    import bodycorr.models.bodymap  # noqa: F401
     import bodycorr.models.descriptor  # noqa: F401
 
 
@@ -190,7 +191,9 @@ def checkpoint_dict(model: nn.Module, include_heads: bool = True) -> dict[str, A
     """``{"name", "config", "state_dict"}`` for ``model``; ``config`` is ``asdict(model.config)``.
 
     ``include_heads=False`` drops the training-only classification heads (keys ``heads.*``) and zeroes
-    ``num_segmentations`` / ``num_keypoints`` in the stored config, for a small shipped model.
+    ``num_segmentations`` / ``num_keypoints`` in the stored config, for a small shipped model (models
+    without such heads, e.g. the surface networks whose colour classifier is needed at inference, are
+    stored whole).
     """
     name = getattr(model, "model_name", None)
     if name is None:
@@ -198,7 +201,8 @@ def checkpoint_dict(model: nn.Module, include_heads: bool = True) -> dict[str, A
     config = model.config
     state = model.state_dict()
     if not include_heads:
-        config = dataclasses.replace(config, num_segmentations=0, num_keypoints=0)
+        names = {f.name for f in dataclasses.fields(config)}
+        config = dataclasses.replace(config, **{k: 0 for k in ("num_segmentations", "num_keypoints") if k in names})
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}
     return {"name": name, "config": asdict(config), "state_dict": dict(state)}
 

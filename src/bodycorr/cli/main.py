@@ -35,9 +35,8 @@ def _cmd_generate(a: argparse.Namespace) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> None:
     from bodycorr.training.config import load_config
-    from bodycorr.training.loop import train
 
-    cfg = load_config(a.config)
+    cfg = load_config(a.config)  # a depth (TrainConfig) or image-to-surface (SurfaceTrainConfig) config
     over = {}
     if a.steps:
         over["steps"] = a.steps
@@ -47,7 +46,11 @@ def _cmd_train(a: argparse.Namespace) -> None:
         over["workers"] = a.workers
     if a.device:
         over["device"] = a.device
-    cfg = cfg.replace(**over)
+    cfg = dataclasses.replace(cfg, **over)
+    if getattr(cfg, "task", "depth") == "surface":
+        from bodycorr.training.surface import train_surface as train
+    else:
+        from bodycorr.training.loop import train
     rec = train(cfg, a.out or f"runs/{cfg.name}", resume=not a.no_resume)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
 
@@ -90,12 +93,38 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
 
         suite = SyntheticPairSuite(a.suite, a.max_pairs)
     specs = ([a.model] if a.model or not a.compare else []) + list(a.compare or [])
-    cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")), max_points=a.points, seed=a.seed)
+    cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")), max_points=a.points, seed=a.seed,
+                        workers=a.workers)  # fmt: skip
     res = run_benchmark(suite, make_methods(specs, views=a.views), cfg, a.out)
     print(format_comparison(res))
     if res.issues:
         print(format_issues(res))
     print(f"results in {a.out}/results.json, plots in {a.out}/ (cumulative.png, pairs_sorted.png, heatmap.png)")
+
+
+def _cmd_image(a: argparse.Namespace) -> None:
+    from bodycorr.matching.image import run_image
+
+    res = run_image(a.image, a.out, model=a.model)
+    if res["empty"]:
+        print(f"no person found in {a.image}: wrote an empty silhouette to {a.out}")
+    print(res)
+
+
+def _cmd_transfer(a: argparse.Namespace) -> None:
+    from bodycorr.apps.transfer import run_transfer
+
+    print(run_transfer(a.source, a.target, a.out, model=a.model))
+
+
+def _cmd_benchmark_image(a: argparse.Namespace) -> None:
+    from bodycorr.evaluation.surface import SurfaceBenchConfig, format_surface_table, run_surface_benchmark
+
+    specs = ([a.model] if a.model or not a.compare else []) + list(a.compare or [])
+    cfg = SurfaceBenchConfig(images=a.images, frames=a.frames, size=a.size, seed=a.seed)
+    res = run_surface_benchmark(specs, cfg, a.out)
+    print(format_surface_table(res))
+    print(f"results in {a.out}/results.json, pictures in {a.out}/")
 
 
 def _cmd_release(a: argparse.Namespace) -> None:
@@ -185,7 +214,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-pairs", type=int, default=0,
                    help="quick check: synthetic: first N pairs of each set; folders: N pairs per group sampled with --seed")  # fmt: skip
     b.add_argument("--seed", type=int, default=0, help="seed of the point subsets, the pair sample and the rendered views")
+    b.add_argument("--workers", type=int, default=2, help="processes describing shapes with models (1 = none; default 2)")
     b.set_defaults(func=_cmd_benchmark)
+
+    im = sub.add_parser("image", help="map every person pixel of an RGB image to the body template (vertex, barycentrics, UV)")
+    im.add_argument("image", help="PNG or JPEG image")
+    im.add_argument("-o", "--out", required=True, help="output folder (correspondence.npz/.png, overlay.png, silhouette.png, summary.json)")
+    im.add_argument("--model", help="image model file (default: the shipped model)")
+    im.set_defaults(func=_cmd_image)
+
+    tf = sub.add_parser("transfer", help="paint person A's appearance onto person B through the template (texture transfer)")
+    tf.add_argument("source", help="image A (appearance)")
+    tf.add_argument("target", help="image B (pose and shape)")
+    tf.add_argument("-o", "--out", required=True, help="output folder (transfer.png, side_by_side.png, texture.png)")
+    tf.add_argument("--model", help="image model file (default: the shipped model)")
+    tf.set_defaults(func=_cmd_transfer)
+
+    bi = sub.add_parser("benchmark-image", help="measure image-to-template maps on synthetic test people (2D accuracy, GPS AP/AR, temporal consistency)")
+    bi.add_argument("--model", help="image model file (default: the shipped model; with --compare: listed first)")
+    bi.add_argument("--compare", nargs="+", metavar="MODEL", help="several image model files side by side")
+    bi.add_argument("--images", type=int, default=200, help="test views (test identities only)")
+    bi.add_argument("--frames", type=int, default=150, help="frames of the motion sequence for temporal consistency (0 = skip)")
+    bi.add_argument("--size", type=int, default=128, help="image side in pixels (the 2D windows are in these pixels)")
+    bi.add_argument("--seed", type=int, default=0)
+    bi.add_argument("-o", "--out", default="out/benchmark-image")
+    bi.set_defaults(func=_cmd_benchmark_image)
 
     r = sub.add_parser("release", help="ship a trained model into the package with its model card")
     r.add_argument("--run", required=True, help="training run folder")

@@ -34,6 +34,8 @@ def release(run: str | Path, results: str | Path, name: str = "depth-unet", comm
     model = check_readable(run / "model.pt", "model file")
     cfg = json.loads(check_readable(run / "config.json", "run config").read_text())
     res = json.loads(check_readable(results, "benchmark results").read_text())
+    if cfg.get("task") == "surface":
+        return release_surface(run, model, cfg, res, name, command)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     if not log:
         raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
@@ -77,6 +79,71 @@ Errors are geodesic, in cm. AE = mean over pairs of the pair's mean error; WE = 
 | group (kind/pairs/noise) | AE | WE | median | < 5 cm % | < 10 cm % | > 20 cm % | flips of gross % |
 | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
+
+## Config
+
+```json
+{json.dumps(cfg, indent=2)}
+```
+"""
+    write_text_atomic(WEIGHTS / f"{name}.md", card)
+    return WEIGHTS / f"{name}.md"
+
+
+def release_surface(run: Path, model: Path, cfg: dict, res: dict, name: str, command: str = "") -> Path:
+    """Ship an image-to-surface (BodyMap) model with its card; ``res`` is ``bodycorr benchmark-image`` output."""
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    if not log:
+        raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
+    size_mb = model.stat().st_size / 2**20
+    if size_mb > 20:
+        raise BodycorrError(f"model file {model}: {size_mb:.1f} MB, over the 20 MB limit for a shipped model.")
+    rows = [r for r in res["results"] if Path(r["model"]).resolve() == model.resolve()] or res["results"][:1]
+    r = rows[0]
+    others = [x for x in res["results"] if x is not r]
+    every = cfg.get("log_every", 25)
+    wall = sum(every * cfg["batch_size"] / x["img_per_s"] for x in log if x.get("img_per_s"))
+    vals = [x for x in log if "val_geo_mean_cm" in x]
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, WEIGHTS / f"{name}.pt")
+
+    def row(x: dict) -> str:
+        return (f"| `{Path(x['model']).name}` | {x['acc_5px_pct']:.1f} | {x['acc_10px_pct']:.1f} | {x['acc_20px_pct']:.1f} | {x['AP']:.1f} | "
+                f"{x['AP50']:.1f} | {x['AP75']:.1f} | {x['AR']:.1f} | {x.get('consistency_1_pct', float('nan')):.1f} | "
+                f"{x.get('consistency_12_pct', float('nan')):.1f} | {x.get('consistency_120_pct', float('nan')):.1f} | {x['cpu_ms_128']:.0f} | {x['cpu_ms_256']:.0f} |")  # fmt: skip
+
+    bc = res["config"]
+    card = f"""# Model card: `{name}`
+
+Image to template surface (BodyMap, Ianina et al. 2022, style), `{cfg['model']}`, surface code `{cfg['code']}`, {log[-1]['step']} training steps.
+
+| | |
+| --- | --- |
+| file | `src/bodycorr/weights/{name}.pt` ({size_mb:.1f} MB, float16 weights) |
+| command | `{command or f"bodycorr train --config {cfg['name']} --out {run}"}` |
+| config | `configs/{cfg['name']}.json` (copied below) |
+| seed | {cfg['seed']} |
+| data | {cfg['train_images']} synthetic RGB views of Anny people (train identities only), {cfg['image']['size']}x{cfg['image']['size']}, rendered once by the training command (skin tones, patterned clothes, hair, backgrounds, occluders, crowds, upper-body crops, colour jitter), random left/right flips with mirrored labels |
+| steps | {log[-1]['step']} at batch {cfg['batch_size']} ({log[-1]['step'] * cfg['batch_size']} views seen) |
+| wall time | {wall / 3600:.2f} h of training steps (from the log's throughput; validation excluded) |
+| hardware | {_hardware()} |
+| made | {datetime.now(timezone.utc).strftime('%Y-%m-%d')} |
+| last validation (val identities) | template-geodesic error of the predicted point: mean {vals[-1]['val_geo_mean_cm']:.1f} cm, median {vals[-1]['val_geo_median_cm']:.1f} cm, {vals[-1]['val_within_5cm_pct']:.0f} % within 5 cm; silhouette pixel accuracy {vals[-1]['val_sil_acc_pct']:.1f} % |
+
+## Measured on synthetic test people (never seen in training)
+
+Reproduce: `bodycorr benchmark-image --model src/bodycorr/weights/{name}.pt --images {bc['images']} --frames {bc['frames']}`
+
+{bc['images']} test views at {bc['size']}x{bc['size']} (the engine's default image settings: crowds, occluders, upper-body crops);
+2D = share of person pixels whose predicted point lies within 5/10/20 px of the truth (pixels at {bc['size']}x{bc['size']});
+AP/AR over GPS thresholds 0.50:0.05:0.95 (kappa 0.255, template geodesics); TC = temporal consistency over
+frame intervals 1/12/120 on a {bc['frames']}-frame key-pose motion (window {bc['window']} px); CPU ms = median
+single-image inference ({r.get('cpu_threads', '?')} threads). Reference (BodyMap paper, synthetic, 2D 5/10/20): 71.1 / 79.7 / 96.9 %, AP 79.5, TC 88.7 / 74.0 / 46.1 %.
+
+| model | 2D@5 | 2D@10 | 2D@20 | AP | AP50 | AP75 | AR | TC@1 | TC@12 | TC@120 | CPU ms 128² | CPU ms 256² |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{row(r)}
+{chr(10).join(row(x) for x in others)}
 
 ## Config
 

@@ -228,7 +228,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
             raise BodycorrError(
                 f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume."
             )
-        model.load_state_dict(state["model"]["state_dict"])
+        try:
+            model.load_state_dict(state["model"]["state_dict"])
+        except RuntimeError:
+            raise BodycorrError(
+                f"training checkpoint {ckpt_path}: made by another version of the {cfg.model} architecture. "
+                "Use another --out folder, or --no-resume."
+            ) from None
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         gen.set_state(state["generator"])

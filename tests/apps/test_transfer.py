@@ -1,0 +1,88 @@
+"""Texture transfer through the template and UV texture export, on hand-made correspondence maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bodycorr.apps.transfer import paint, texture_from_image, uv_texture
+from bodycorr.body.template import get_template
+from bodycorr.common.errors import BodycorrError
+from bodycorr.matching.image import ImageCorrespondence
+
+
+def _corr(faces: np.ndarray, bary: np.ndarray, hw: tuple[int, int]) -> ImageCorrespondence:
+    h, w = hw
+    n = h * w
+    sil = np.zeros(n, bool)
+    sil[: len(faces)] = True
+    face = -np.ones(n, np.int64)
+    face[: len(faces)] = faces
+    b = np.zeros((n, 3), np.float32)
+    b[: len(faces)] = bary
+    return ImageCorrespondence(
+        silhouette=sil.reshape(h, w), vertex=-np.ones((h, w), np.int64), face=face.reshape(h, w), bary=b.reshape(h, w, 3),
+        uv=np.full((h, w, 2), np.nan, np.float32), colour=np.zeros((h, w, 3), np.float32),
+        confidence=sil.reshape(h, w).astype(np.float32), silhouette_prob=sil.reshape(h, w).astype(np.float32),
+    )  # fmt: skip
+
+
+def _position_colour(points: np.ndarray, t) -> np.ndarray:
+    lo, hi = t.mesh.vertices.min(0), t.mesh.vertices.max(0)
+    return (points - lo) / (hi - lo)
+
+
+@pytest.fixture(scope="module")
+def template():
+    return get_template()
+
+
+def test_texture_recovers_a_smooth_colouring_and_paints_it_back(template):
+    rng = np.random.default_rng(0)
+    nf = len(template.mesh.faces)
+    # image A sees every face a few times; its pixel colour is a smooth function of the template point
+    faces = np.tile(np.arange(nf), 3)
+    bary = rng.dirichlet(np.ones(3), len(faces)).astype(np.float32)
+    side = int(np.ceil(np.sqrt(len(faces))))
+    corr_a = _corr(faces, bary, (side, side))
+    pts = (template.mesh.vertices[template.mesh.faces[faces]] * bary[..., None]).sum(1)
+    rgb_a = np.zeros((side * side, 3), np.uint8)
+    rgb_a[: len(faces)] = (_position_colour(pts, template) * 255 + 0.5).astype(np.uint8)
+    tex = texture_from_image(rgb_a.reshape(side, side, 3), corr_a, template)
+    truth = _position_colour(template.mesh.vertices, template)
+    assert np.abs(tex.colours - truth).mean() < 0.02
+    # B shows other points; painting without shading gives their colours
+    fb = rng.integers(0, nf, 500)
+    bb = rng.dirichlet(np.ones(3), 500).astype(np.float32)
+    corr_b = _corr(fb, bb, (25, 20))
+    out = paint(np.zeros((25, 20, 3), np.uint8), corr_b, tex, template, keep_shading=False).reshape(-1, 3)[:500] / 255
+    want = _position_colour((template.mesh.vertices[template.mesh.faces[fb]] * bb[..., None]).sum(1), template)
+    assert np.abs(out - want).mean() < 0.03
+
+
+def test_unseen_vertices_are_filled_from_their_neighbours(template):
+    # only faces on the left half are seen, all red; the rest must be filled red too, not black
+    left = np.flatnonzero(template.mesh.vertices[template.mesh.faces].mean(1)[:, 0] > 0)
+    corr = _corr(left, np.full((len(left), 3), 1 / 3, np.float32), (1, len(left)))
+    rgb = np.zeros((1, len(left), 3), np.uint8)
+    rgb[..., 0] = 255
+    tex = texture_from_image(rgb, corr, template)
+    assert (tex.observed > 0).mean() < 0.8
+    np.testing.assert_allclose(tex.colours, np.tile([1.0, 0.0, 0.0], (template.num_vertices, 1)), atol=1e-5)
+
+
+def test_uv_texture_covers_the_atlas_with_the_vertex_colours(template):
+    from bodycorr.apps.transfer import VertexTexture
+
+    tex = VertexTexture(colours=np.tile(np.array([[0.2, 0.6, 1.0]], np.float32), (template.num_vertices, 1)),
+                        observed=np.ones(template.num_vertices, np.float32))  # fmt: skip
+    img = uv_texture(tex, 64, template)
+    covered = img.sum(-1) > 0
+    assert img.shape == (64, 64, 3) and 0.2 < covered.mean() < 1.0
+    np.testing.assert_allclose(img[covered].mean(0), [51, 153, 255], atol=1)
+
+
+def test_size_mismatch_is_one_line(template):
+    corr = _corr(np.arange(4), np.full((4, 3), 1 / 3, np.float32), (2, 2))
+    with pytest.raises(BodycorrError, match="differ in size"):
+        texture_from_image(np.zeros((3, 3, 3), np.uint8), corr, template)

@@ -28,6 +28,17 @@ def _hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU"
 
 
+def _bench_note(res: dict) -> str:
+    meta = res.get("meta", {})
+    parts = []
+    if "geodesic" in meta:
+        parts.append(f"Geodesics: {meta['geodesic']}.")
+    secs = meta.get("seconds", {}).get("total")
+    if secs:
+        parts.append(f"The whole run took {secs / 60:.1f} min ({meta.get('describe_workers', 1)} describe workers).")
+    return " ".join(parts)
+
+
 def release(run: str | Path, results: str | Path, name: str = "depth-unet", command: str = "") -> Path:
     """Copy ``run/model.pt`` to ``bodycorr/weights/<name>.pt`` and write ``<name>.md`` (the card)."""
     run = Path(run)
@@ -74,6 +85,7 @@ Dense depth descriptors (Wei et al. 2016 style), {cfg['model']} backbone, {log[-
 Reproduce: `bodycorr benchmark --model src/bodycorr/weights/{name}.pt -o out/benchmark`
 
 Errors are geodesic, in cm. AE = mean over pairs of the pair's mean error; WE = the worst pair's mean.
+{_bench_note(res)}
 "Flip" = a gross error (> 20 cm) nearer the mirror (left/right) of the truth than the truth.
 
 | group (kind/pairs/noise) | AE | WE | median | < 5 cm % | < 10 cm % | > 20 cm % | flips of gross % |

@@ -181,6 +181,17 @@ def same_run_config(saved: dict | None, current: dict) -> bool:
     return a == b
 
 
+def check_ranks_agree(model: torch.nn.Module, rtol: float = 1e-5) -> None:
+    """Under DDP, raise if the ranks' weights differ (compares a float64 checksum across ranks)."""
+    with torch.no_grad():
+        s = torch.stack([sum(p.double().abs().sum() for p in model.parameters()), sum(p.double().sum() for p in model.parameters())])
+    gathered = [torch.zeros_like(s) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, s)
+    for g in gathered[1:]:
+        if not torch.allclose(g, gathered[0], rtol=rtol, atol=0):
+            raise BodycorrError("DDP training: the ranks' weights diverged. Check that every rank runs the same config and code.")
+
+
 def _plain(d: dict) -> dict:
     """JSON-normalised copy (tuples become lists), so configs compare equal after a round trip."""
     return json.loads(json.dumps(d))
@@ -275,6 +286,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     it = batches()
 
     def checkpoint() -> None:
+        if world > 1:  # every rank must hold the same weights; a silent divergence would waste the run
+            check_ranks_agree(model)
         if rank != 0:
             return
         save_checkpoint(ckpt_path, {"format": CHECKPOINT_FORMAT, "step": step, "config": _plain(cfg.to_dict()),

@@ -58,7 +58,6 @@ def read_image(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     p = check_readable(path, "image")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with Image.open(p) as im:
             w, h = im.size

@@ -336,9 +336,32 @@ class ModelMethod:
         return knn(source.descriptors, target.descriptors, k=1).index[:, 0]
 
 
+class RefinedModelMethod(ModelMethod):
+    """A descriptor network's nearest-neighbour map refined by non-rigid registration (Wei et al.'s
+    "CNN-S"): the source mesh is deformed onto the target from the confident matches, and the map is
+    read off the aligned surfaces. Sources that are not meshes (partial views) keep the plain map."""
+
+    def correspond(self, source, target) -> np.ndarray:
+        from bodycorr.geometry.mesh import PointCloud
+        from bodycorr.geometry.nonrigid import refine_correspondences
+        from bodycorr.matching.correspond import match
+
+        corr = match(source.descriptors, target.descriptors, source.consistency)
+        if source.scan.kind != "mesh":
+            return corr.target
+        tgt = target.scan.mesh if target.scan.kind == "mesh" else PointCloud(target.points)
+        return refine_correspondences(source.scan.mesh, tgt, corr).target
+
+
 def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:
     """A method from a command-line spec: ``baseline:<name>`` (see :mod:`bodycorr.evaluation.baseline`),
-    a model file or training checkpoint, or None for the shipped model."""
+    a model file or training checkpoint, None for the shipped model, or ``refine:<model file or
+    'shipped'>`` for that model's map refined by non-rigid registration."""
+    if spec and spec.startswith("refine:"):
+        inner = spec.split(":", 1)[1]
+        base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
+        m = RefinedModelMethod(base.extractor, name=f"{base.name} + refine", views=views, up=up)
+        return m
     if spec and spec.startswith("baseline:"):
         from bodycorr.evaluation.baseline import get_baseline
 

@@ -182,7 +182,7 @@ def _examples_png(results: list[dict[str, Any]], code: SurfaceCode, path: Path) 
         axes[1, j].imshow(colour(ex0["truth"][j].astype(np.int64)))
         for r, res in enumerate(results):
             axes[2 + r, j].imshow(colour(res["_examples"]["pred"][j]))
-    for r, label in enumerate(["image", "truth"] + [Path(x["model"]).stem for x in results]):
+    for r, label in enumerate(["image", "truth"] + [model_label(x["model"]) for x in results]):
         axes[r, 0].set_ylabel(label, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -208,6 +208,12 @@ def run_surface_benchmark(models: list[str], cfg: SurfaceBenchConfig, out_dir: s
     return clean
 
 
+def model_label(path: str) -> str:
+    """A short name for a model file: its stem, or ``run/model`` for a training run's ``model.pt``."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.stem}" if p.stem in ("model", "last") else p.stem
+
+
 def format_surface_table(results: list[dict[str, Any]]) -> str:
     """Terminal table of :func:`run_surface_benchmark` results."""
     cols = [("acc_5px_pct", "2D@5"), ("acc_10px_pct", "2D@10"), ("acc_20px_pct", "2D@20"), ("AP", "AP"), ("AP50", "AP50"),
@@ -216,7 +222,7 @@ def format_surface_table(results: list[dict[str, Any]]) -> str:
     head = f"{'model':28s}" + "".join(f"{c[1]:>8s}" for c in cols)
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{Path(r['model']).stem[:28]:28s}" + "".join(f"{r.get(k, float('nan')):8.1f}" for k, _ in cols))
+        lines.append(f"{model_label(r['model'])[:28]:28s}" + "".join(f"{r.get(k, float('nan')):8.1f}" for k, _ in cols))
     size = results[0]["size"] if results else 0
     lines.append(f"2D windows in pixels at {size}x{size}; AP/AR over GPS thresholds 0.50:0.05:0.95 (kappa 0.255); TC = temporal consistency (%).")
     return "\n".join(lines)

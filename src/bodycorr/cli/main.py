@@ -64,9 +64,12 @@ def _cmd_match(a: argparse.Namespace) -> None:
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
-    from bodycorr.matching.demo import run_demo
+    from bodycorr.matching.demo import run_demo, run_image_demo
+    from bodycorr.matching.image import DEFAULT_IMAGE_MODEL
 
     print(run_demo(a.out, seed=a.seed, model=a.model))
+    if DEFAULT_IMAGE_MODEL.exists():
+        print(run_image_demo(a.out, seed=a.seed))
 
 
 def _cmd_track(a: argparse.Namespace) -> None:
@@ -171,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
     m.set_defaults(func=_cmd_match)
 
-    d = sub.add_parser("demo", help="match a noisy partial scan of one synthetic person to another person's full mesh")
+    d = sub.add_parser("demo", help="match a noisy partial scan of one synthetic person to another person's full mesh, and map an RGB image to the template")
     d.add_argument("-o", "--out", default="out/demo")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")

@@ -122,7 +122,7 @@ def _letterbox(rgb: np.ndarray, box: tuple[int, int, int, int], size: int) -> tu
     scale = size / max(bw, bh)
     # sample the square's pixel centres back in the image (bilinear, edge pixels replicated)
     ox, oy = (size - bw * scale) / 2, (size - bh * scale) / 2
-    t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    t = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255
     ys = (torch.arange(size) + 0.5 - oy) / scale + y0
     xs = (torch.arange(size) + 0.5 - ox) / scale + x0
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -178,6 +178,10 @@ def same_run_config(saved: dict | None, current: dict) -> bool:
     for k in RUNTIME_FIELDS:
         a.pop(k, None)
         b.pop(k, None)
+    # fields added to the config after the checkpoint was written may be set when resuming
+    # (e.g. a data recipe for the last steps); the card records the config of the final run
+    for k in set(b) - set(a):
+        b.pop(k)
     return a == b
 
 

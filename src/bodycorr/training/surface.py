@@ -48,6 +48,8 @@ class SurfaceTrainConfig:
         weights: lambda of each loss (cls, sil, geo, con) as in BodyMap Eq. 3; ``stage1_weight``
             scales the same losses on the first-stage (appearance-only) prediction.
         hands_head_weight: per-pixel weight of hand and head pixels in the colour loss.
+        empty_share: share of each batch replaced by scenes with nobody in them (procedural
+            backgrounds, colour-jittered): the silhouette must learn that people are not everywhere.
         code: the surface colour code (``bodycorr.body.surface_code``).
     """
 
@@ -74,6 +76,7 @@ class SurfaceTrainConfig:
     stage1_weight: float = 0.5
     hands_head_weight: float = 2.0
     flip: bool = True
+    empty_share: float = 0.0
     num_anchors: int = 1024
     workers: int = 0
     threads: int = 2
@@ -143,6 +146,26 @@ def sample_foreground(vertex: torch.Tensor, n: int, gen: torch.Generator) -> tup
     if not idx:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     return torch.cat(idx), torch.cat(img)
+
+
+def add_empty_scenes(rgb: torch.Tensor, vertex: torch.Tensor, share: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace about ``share`` of the images by person-free procedural scenes (labels all -1).
+
+    rgb: (B, 3, H, W) in [0, 1]; vertex: (B, H, W) int64.
+    """
+    from bodycorr.render.appearance import colour_jitter, sample_background
+
+    which = torch.nonzero(torch.rand(rgb.shape[0], generator=gen) < share)[:, 0]
+    if not len(which):
+        return rgb, vertex
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    rgb, vertex = rgb.clone(), vertex.clone()
+    h, w = rgb.shape[-2:]
+    for i in which.tolist():
+        bg = colour_jitter(sample_background(rng, max(h, w))[:h, :w], rng)
+        rgb[i] = torch.from_numpy(bg).permute(2, 0, 1).float().to(rgb.device) / 255
+        vertex[i] = -1
+    return rgb, vertex
 
 
 class SurfaceLosses:
@@ -352,6 +375,8 @@ def train_surface(cfg: SurfaceTrainConfig, out_dir: str | Path, resume: bool = T
             if cfg.flip:
                 which = torch.rand(rgb.shape[0], generator=gen) < 0.5
                 rgb, vertex = flip_batch(rgb, vertex, symmetry, which.to(device))
+            if cfg.empty_share > 0:
+                rgb, vertex = add_empty_scenes(rgb, vertex, cfg.empty_share, gen)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, cfg)
             ls = objective(net, rgb, vertex, gen)

@@ -122,25 +122,18 @@ def test_resume_may_change_the_step_count(tiny, tmp_path):
     assert rec["step"] == 3
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    cfg = load_config("depth-tiny").replace(val_every=0, steps=2, ckpt_every=1)
-    train(cfg, out, progress=False)
-
-
 def test_ddp_two_gloo_processes(tmp_path):
     """torchrun's setting with two CPU processes: both train in step, rank 0 writes, ranks' weights agree."""
     import socket
 
+    import ddp_workers  # importable by spawned processes (tests/ is on the path)
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    mp.spawn(ddp_workers.train_worker, args=(2, port, str(out)), nprocs=2, join=True)
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["step"] == 2
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
@@ -148,37 +141,15 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert load_model_file(out / "model.pt")(torch.zeros(1, 2, 48, 48)).shape == (1, 16, 48, 48)
 
 
-def _diverge_worker(rank: int, port: int, result: str) -> None:
-    import os
-    from pathlib import Path
-
-    from bodycorr.training.loop import check_ranks_agree
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    torch.manual_seed(0)
-    net = torch.nn.Linear(4, 3)
-    check_ranks_agree(net)  # same seed: agree
-    if rank == 1:
-        with torch.no_grad():
-            net.weight[0, 0] += 0.1
-    try:
-        check_ranks_agree(net)
-        outcome = "agreed"
-    except BodycorrError as e:
-        outcome = str(e)
-    Path(f"{result}.{rank}").write_text(outcome)
-    torch.distributed.destroy_process_group()
-
-
 def test_ddp_divergence_is_detected(tmp_path):
     import socket
 
+    import ddp_workers  # importable by spawned processes (tests/ is on the path)
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_diverge_worker, args=(port, str(tmp_path / "r")), nprocs=2, join=True)
+    mp.spawn(ddp_workers.diverge_worker, args=(port, str(tmp_path / "r")), nprocs=2, join=True)
     for rank in (0, 1):
         assert "diverged" in (tmp_path / f"r.{rank}").read_text()

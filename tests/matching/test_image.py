@@ -22,7 +22,7 @@ class BrightIsPerson(torch.nn.Module):
         self.colour = torch.as_tensor(colour, dtype=torch.float32)
         self.sizes: list[tuple[int, int]] = []
 
-    def predict(self, x: torch.Tensor):
+    def predict(self, x: torch.Tensor, foreground: float | None = None):
         self.sizes.append(tuple(x.shape[-2:]))
         sil = (x.mean(1) > 0.5).float()
         b, h, w = sil.shape

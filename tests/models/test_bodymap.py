@@ -258,3 +258,20 @@ def test_default_models_fit_the_shipping_budget(name):
     assert 100_000 < n < 5_000_000
     tiny_n = sum(p.numel() for p in tiny(name).parameters())
     assert tiny_n < 60_000
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predict_foreground_only_matches_full_on_the_silhouette(name):
+    net = tiny(name)
+    perturb(net, 0.2)
+    x = images(36, 28)
+    full = net.predict(x)
+    part = net.predict(x, foreground=0.5, dilate=1)
+    torch.testing.assert_close(part.silhouette, full.silhouette)
+    grown = torch.nn.functional.max_pool2d((full.silhouette > 0.5).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    assert 0 < int(grown.sum()) < grown.numel()  # the fixture exercises both branches
+    torch.testing.assert_close(part.colour[grown], full.colour[grown])
+    torch.testing.assert_close(part.confidence[grown], full.confidence[grown])
+    assert (part.colour[~grown] == 0).all() and (part.confidence[~grown] == 0).all()
+    nobody = net.predict(x, foreground=1.1)  # a threshold no probability passes: nothing classified
+    assert (nobody.confidence == 0).all() and nobody.colour.shape == full.colour.shape

@@ -165,7 +165,7 @@ class ImageMapper:
     def _run(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> torch.Tensor:
         """(1, 5, H, W) maps on the image: expected colour (3), confidence, silhouette probability."""
         x, params = _letterbox(rgb, box, self.size)
-        p = self.net.predict(x.to(self.device))
+        p = self.net.predict(x.to(self.device), foreground=self.threshold)
         maps = torch.cat([p.colour.permute(0, 3, 1, 2), p.confidence[:, None], p.silhouette[:, None]], 1).float().cpu()
         return _unletterbox(maps, box, params, rgb.shape[:2])
 

@@ -236,7 +236,7 @@ class SurfaceValidator:
         preds = []
         for i in range(0, len(self.rgb), 8):
             x = torch.from_numpy(self.rgb[i : i + 8]).to(device).permute(0, 3, 1, 2).float() / 255
-            preds.append(net.predict(x))
+            preds.append(net.predict(x, foreground=0.5, dilate=0))
         net.train()
         geo = all_pairs_geodesics(get_template().mesh)
         errs, acc = [], []

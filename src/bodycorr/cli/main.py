@@ -133,7 +133,7 @@ def _cmd_benchmark_image(a: argparse.Namespace) -> None:
 def _cmd_release(a: argparse.Namespace) -> None:
     from bodycorr.cli.release import release
 
-    print(f"wrote {release(a.run, a.results, a.name)}")
+    print(f"wrote {release(a.run, a.results, a.name, a.command, a.note)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run", required=True, help="training run folder")
     r.add_argument("--results", required=True, help="results.json from 'bodycorr benchmark'")
     r.add_argument("--name", default="depth-unet")
+    r.add_argument("--command", default="", help="the training command(s) as run, when not the plain 'bodycorr train --config NAME'")
+    r.add_argument("--note", default="", help="a paragraph for the card (e.g. how the run was continued)")
     r.set_defaults(func=_cmd_release)
     return p
 

@@ -28,6 +28,10 @@ def _hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU"
 
 
+def _note(note: str) -> str:
+    return f"\n{note.strip()}\n" if note.strip() else ""
+
+
 def _bench_note(res: dict) -> str:
     meta = res.get("meta", {})
     parts = []
@@ -39,14 +43,14 @@ def _bench_note(res: dict) -> str:
     return " ".join(parts)
 
 
-def release(run: str | Path, results: str | Path, name: str = "depth-unet", command: str = "") -> Path:
+def release(run: str | Path, results: str | Path, name: str = "depth-unet", command: str = "", note: str = "") -> Path:
     """Copy ``run/model.pt`` to ``bodycorr/weights/<name>.pt`` and write ``<name>.md`` (the card)."""
     run = Path(run)
     model = check_readable(run / "model.pt", "model file")
     cfg = json.loads(check_readable(run / "config.json", "run config").read_text())
     res = json.loads(check_readable(results, "benchmark results").read_text())
     if cfg.get("task") == "surface":
-        return release_surface(run, model, cfg, res, name, command)
+        return release_surface(run, model, cfg, res, name, command, note)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     if not log:
         raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
@@ -79,7 +83,7 @@ Dense depth descriptors (Wei et al. 2016 style), {cfg['model']} backbone, {log[-
 | hardware | {_hardware()} |
 | made | {datetime.now(timezone.utc).strftime('%Y-%m-%d')} |
 | last validation (pixel matching, val identities) | mean {vals[-1]['val_mean_cm']:.1f} cm, median {vals[-1]['val_median_cm']:.1f} cm, {vals[-1]['val_gross_pct']:.1f} % over 20 cm |
-
+{_note(note)}
 ## Measured on {res['suite']} (test identities, {res['views']} views per full mesh)
 
 Reproduce: `bodycorr benchmark --model src/bodycorr/weights/{name}.pt -o out/benchmark`
@@ -102,7 +106,7 @@ Errors are geodesic, in cm. AE = mean over pairs of the pair's mean error; WE = 
     return WEIGHTS / f"{name}.md"
 
 
-def release_surface(run: Path, model: Path, cfg: dict, res: dict, name: str, command: str = "") -> Path:
+def release_surface(run: Path, model: Path, cfg: dict, res: dict, name: str, command: str = "", note: str = "") -> Path:
     """Ship an image-to-surface (BodyMap) model with its card; ``res`` is ``bodycorr benchmark-image`` output."""
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     if not log:
@@ -141,7 +145,7 @@ Image to template surface (BodyMap, Ianina et al. 2022, style), `{cfg['model']}`
 | hardware | {_hardware()} |
 | made | {datetime.now(timezone.utc).strftime('%Y-%m-%d')} |
 | last validation (val identities) | template-geodesic error of the predicted point: mean {vals[-1]['val_geo_mean_cm']:.1f} cm, median {vals[-1]['val_geo_median_cm']:.1f} cm, {vals[-1]['val_within_5cm_pct']:.0f} % within 5 cm; silhouette pixel accuracy {vals[-1]['val_sil_acc_pct']:.1f} % |
-
+{_note(note)}
 ## Measured on synthetic test people (never seen in training)
 
 Reproduce: `bodycorr benchmark-image --model src/bodycorr/weights/{name}.pt --images {bc['images']} --frames {bc['frames']}`
@@ -150,7 +154,7 @@ Reproduce: `bodycorr benchmark-image --model src/bodycorr/weights/{name}.pt --im
 2D = share of person pixels whose predicted point lies within 5/10/20 px of the truth (pixels at {bc['size']}x{bc['size']});
 AP/AR over GPS thresholds 0.50:0.05:0.95 (kappa 0.255, template geodesics); TC = temporal consistency over
 frame intervals 1/12/120 on a {bc['frames']}-frame key-pose motion (window {bc['window']} px); CPU ms = median
-single-image inference ({r.get('cpu_threads', '?')} threads). Reference (BodyMap paper, synthetic, 2D 5/10/20): 71.1 / 79.7 / 96.9 %, AP 79.5, TC 88.7 / 74.0 / 46.1 %.
+single-image inference of the person's pixels ({r.get('cpu_threads', '?')} threads, load average {r.get('cpu_load_avg', float('nan')):.1f} while timed). Reference (BodyMap paper, synthetic, 2D 5/10/20): 71.1 / 79.7 / 96.9 %, AP 79.5, TC 88.7 / 74.0 / 46.1 %.
 
 | model | 2D@5 | 2D@10 | 2D@20 | AP | AP50 | AP75 | AR | TC@1 | TC@12 | TC@120 | CPU ms 128² | CPU ms 256² |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |

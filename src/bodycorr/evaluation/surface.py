@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,6 +155,7 @@ def evaluate_surface_model(path: str | Path, cfg: SurfaceBenchConfig, progress: 
     res["cpu_ms_128"] = _speed(net, data["rgb"][0], 128, cfg.speed_runs)
     res["cpu_ms_256"] = _speed(net, data["rgb"][0], 256, cfg.speed_runs)
     res["cpu_threads"] = torch.get_num_threads()
+    res["cpu_load_avg"] = os.getloadavg()[0]  # timings are only comparable on a quiet machine
     res["_examples"] = {"rgb": data["rgb"][:8], "pred": pred[:8], "truth": data["vertex"][:8]}
     return res
 

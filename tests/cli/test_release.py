@@ -1,0 +1,52 @@
+"""`bodycorr release`: the card is written from the run's records and the benchmark results."""
+
+import json
+
+import pytest
+
+from bodycorr.cli import release as rel
+from bodycorr.common.errors import BodycorrError
+from bodycorr.models import create_model, tiny_overrides
+from bodycorr.models.io import save_model_file
+
+
+def _surface_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model_file(create_model("bodymap_unet", **tiny_overrides("bodymap_unet")), run / "model.pt")
+    cfg = {"task": "surface", "name": "bodymap-tiny", "model": "bodymap_unet", "code": "geodesic", "seed": 3,
+           "train_images": 64, "image": {"size": 64}, "batch_size": 4, "log_every": 10}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(cfg))
+    log = [{"step": 10, "img_per_s": 8.0}, {"step": 20, "img_per_s": 8.0, "val_geo_mean_cm": 31.5, "val_geo_median_cm": 22.0,
+            "val_within_5cm_pct": 6.0, "val_sil_acc_pct": 90.25}]  # fmt: skip
+    (run / "log.jsonl").write_text("\n".join(json.dumps(x) for x in log) + "\n")
+    row = {"model": str(run / "model.pt"), "acc_5px_pct": 12.5, "acc_10px_pct": 30.0, "acc_20px_pct": 55.0, "AP": 4.0, "AP50": 20.0,
+           "AP75": 0.5, "AR": 7.0, "consistency_1_pct": 80.0, "consistency_12_pct": 50.0, "consistency_120_pct": 25.0,
+           "cpu_ms_128": 40.0, "cpu_ms_256": 120.0, "cpu_threads": 2, "cpu_load_avg": 0.3}  # fmt: skip
+    res = {"config": {"images": 10, "frames": 20, "size": 64, "window": 5}, "results": [row]}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    return run
+
+
+def test_surface_card_has_the_measured_numbers_command_and_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(rel, "WEIGHTS", tmp_path / "weights")
+    run = _surface_run(tmp_path)
+    card = rel.release(run, tmp_path / "results.json", "bm", command="bodycorr train --config x", note="Continued at step 10 with empty scenes.")
+    text = card.read_text()
+    assert (tmp_path / "weights" / "bm.pt").read_bytes() == (run / "model.pt").read_bytes()
+    assert "`bodycorr train --config x`" in text and "Continued at step 10 with empty scenes." in text
+    assert "| 12.5 | 30.0 | 55.0 | 4.0 |" in text and "load average 0.3" in text
+    assert "mean 31.5 cm" in text and "20 at batch 4 (80 views seen)" in text
+    # wall time from the log's throughput: 2 x 10 steps x 4 images / 8 img/s = 10 s
+    assert "0.00 h" in text
+
+
+def test_release_refuses_an_empty_log_and_a_missing_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(rel, "WEIGHTS", tmp_path / "weights")
+    run = _surface_run(tmp_path)
+    (run / "log.jsonl").write_text("")
+    with pytest.raises(BodycorrError, match="log.jsonl is empty"):
+        rel.release(run, tmp_path / "results.json", "bm")
+    with pytest.raises(BodycorrError, match="model file"):
+        rel.release(tmp_path / "nowhere", tmp_path / "results.json", "bm")
+    assert not (tmp_path / "weights" / "bm.md").exists()

@@ -115,6 +115,16 @@ def test_unknown_config_key_and_missing_config():
         load_config("no-such-config")
 
 
+def test_config_file_comments_are_ignored(tmp_path):
+    f = tmp_path / "mine.json"
+    f.write_text('{"_comment": "why this run", "steps": 7, "targets": {"num_segmentations": 1}}')
+    cfg = load_config(str(f))
+    assert cfg.steps == 7 and cfg.name == "mine" and cfg.targets.num_segmentations == 1
+    f.write_text('{"_comment": "x", "stepz": 7}')
+    with pytest.raises(BodycorrError, match="unknown keys"):  # comments are not a loophole for typos
+        load_config(str(f))
+
+
 def test_resume_may_change_the_step_count(tiny, tmp_path):
     out = tmp_path / "run"
     train(tiny.replace(steps=1), out, progress=False)

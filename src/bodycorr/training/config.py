@@ -78,7 +78,7 @@ class TrainConfig:
 def load_config(name_or_path: str) -> TrainConfig:
     """A named config (``configs/<name>.json``) or a JSON file path.
 
-    A config with ``"task": "surface"`` is an image-to-surface (BodyMap) run and loads as
+    Keys starting with ``_`` are comments and ignored. A config with ``"task": "surface"`` is an image-to-surface (BodyMap) run and loads as
     :class:`bodycorr.training.surface.SurfaceTrainConfig`.
     """
     p = Path(name_or_path)
@@ -89,6 +89,7 @@ def load_config(name_or_path: str) -> TrainConfig:
                 d = json.loads(c.read_text())
             except json.JSONDecodeError as e:
                 raise BodycorrError(f"training config {c}: not valid JSON ({e.msg}, line {e.lineno}). Fix the file.") from None
+            d = {k: v for k, v in d.items() if not k.startswith("_")}  # "_comment" keys document a config file
             d.setdefault("name", c.stem)
             if d.get("task") == "surface":
                 from bodycorr.training.surface import SurfaceTrainConfig

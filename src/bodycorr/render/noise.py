@@ -46,40 +46,99 @@ class DepthNoiseConfig:
         raise ValueError(f"unknown noise preset {kind!r}; choose 'none' or 'kinect_v2'")
 
 
+def _uniform(rng: np.random.Generator, h: int, w: int, box: tuple[slice, slice]) -> np.ndarray:
+    """``rng.random((h, w))[box]``, leaving ``rng`` where that call leaves it.
+
+    With a PCG64 stream (``np.random.default_rng``) only the box's rows are drawn and the rest of
+    the image is skipped by advancing the state (one 64-bit step per double, as ``random`` takes).
+    """
+    bg = rng.bit_generator
+    if type(bg) is np.random.PCG64 and not bg.state["has_uint32"]:
+        r0, r1 = int(box[0].start), int(box[0].stop)
+        bg.advance(r0 * int(w))
+        u = rng.random((r1 - r0, w))[:, box[1]]
+        bg.advance((int(h) - r1) * int(w))
+        return u
+    return rng.random((h, w))[box]
+
+
+def _shift_or(m: np.ndarray) -> np.ndarray:
+    """``m`` or any of its 4-neighbours (outside the array counts as False): a binary dilation by
+    the cross, as ``ndimage.binary_dilation(m)``."""
+    out = m.copy()
+    out[1:] |= m[:-1]
+    out[:-1] |= m[1:]
+    out[:, 1:] |= m[:, :-1]
+    out[:, :-1] |= m[:, 1:]
+    return out
+
+
+def _shift_and(m: np.ndarray) -> np.ndarray:
+    """``m`` and all of its 4-neighbours (outside the array counts as False): a binary erosion by
+    the cross, as ``ndimage.binary_erosion(m, border_value=0)``."""
+    out = m.copy()
+    out[1:] &= m[:-1]
+    out[:-1] &= m[1:]
+    out[:, 1:] &= m[:, :-1]
+    out[:, :-1] &= m[:, 1:]
+    out[:1], out[-1:], out[:, :1], out[:, -1:] = False, False, False, False
+    return out
+
+
 def add_depth_noise(frame: Frame, config: DepthNoiseConfig, rng: np.random.Generator) -> Frame:
     """Return a noisy copy of ``frame``.
 
     Dropped pixels get depth 0 and face -1; flying pixels get a depth but face -1 (no truth).
     The truth of every pixel that keeps its face is unchanged.
+
+    Only the box around the seen pixels (with a margin wider than the 3x3 neighbourhoods used)
+    is worked on; the random stream is used as by whole-image draws, so the result is the same.
     """
     if config.kind == "none":
         return frame
-    depth = frame.depth.astype(np.float64).copy()
-    face = frame.face.copy()
+    h, w = frame.depth.shape
+    seen = (frame.face >= 0) | (frame.depth != 0)  # outside: face -1 and depth 0, which noise leaves as is
+    rows, cols = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
+    pad = 3
+    if len(rows):
+        box = (slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, h)), slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)))
+    else:
+        box = (slice(0, 0), slice(0, 0))
+    depth = frame.depth[box].astype(np.float64)
+    face = frame.face[box].copy()
     mask = face >= 0
-    h, w = depth.shape
     z = depth[mask]
     sigma = config.sigma_base + config.sigma_quadratic * np.maximum(z - config.z_ref, 0.0) ** 2
     depth[mask] = z + rng.normal(size=z.shape) * sigma
 
     drop = np.zeros_like(mask)
-    # grazing angles: cos between the normal and the viewing ray
+    # grazing angles: cos between the normal and the viewing ray, both in camera coordinates
+    # (Camera.ray_directions turned back by R; equal up to rounding, which cannot matter here:
+    # the probability is only compared with a uniform draw)
     if config.grazing_deg < 90:
-        rays = frame.camera.ray_directions() @ frame.camera.R.T
-        cosang = np.abs(np.einsum("hwk,hwk->hw", frame.normal, rays))
+        u = _uniform(rng, h, w, box)
+        k = frame.camera.intrinsics
+        x = (np.arange(box[1].start, box[1].stop) + 0.5 - k.cx) / k.fx
+        y = (np.arange(box[0].start, box[0].stop) + 0.5 - k.cy) / k.fy
+        nb = frame.normal[box]
+        dot = nb[..., 0] * x[None, :] + nb[..., 1] * y[:, None] + nb[..., 2]
+        cosang = np.abs(dot) / np.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + 1.0)
         ang = np.degrees(np.arccos(np.clip(cosang, 0, 1)))
         p = 1.0 / (1.0 + np.exp(-(ang - config.grazing_deg) / 3.0))
-        drop |= mask & (rng.random((h, w)) < p)
-    edge = mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
-    drop |= edge & (rng.random((h, w)) < config.edge_dropout)
+        drop |= mask & (u < p)
+    edge = mask & ~_shift_and(mask)
+    drop |= edge & (_uniform(rng, h, w, box) < config.edge_dropout)
     n_holes = rng.poisson(config.holes) if config.holes > 0 else 0
     if n_holes:
         ys, xs = np.nonzero(mask)
         if len(ys):
-            yy, xx = np.mgrid[0:h, 0:w]
             for k in rng.integers(0, len(ys), n_holes):
                 r = rng.uniform(1.5, 4.0)
-                drop |= (yy - ys[k]) ** 2 + (xx - xs[k]) ** 2 < r * r
+                # the disc of radius r < 4 around the chosen pixel
+                i0, i1 = max(ys[k] - 4, 0), min(ys[k] + 5, mask.shape[0])
+                j0, j1 = max(xs[k] - 4, 0), min(xs[k] + 5, mask.shape[1])
+                yy, xx = np.mgrid[i0:i1, j0:j1]
+                drop[i0:i1, j0:j1] |= (yy - ys[k]) ** 2 + (xx - xs[k]) ** 2 < r * r
     drop &= mask
     depth[drop] = 0.0
     face[drop] = -1
@@ -87,13 +146,27 @@ def add_depth_noise(frame: Frame, config: DepthNoiseConfig, rng: np.random.Gener
     # flying pixels just outside the silhouette: somewhere between the person and 1 m behind
     if config.flying_pixel_rate > 0:
         keep = face >= 0
-        outer = ndimage.binary_dilation(keep, iterations=1) & ~keep
-        fly = outer & (rng.random((h, w)) < config.flying_pixel_rate)
+        outer = _shift_or(keep) & ~keep
+        fly = outer & (_uniform(rng, h, w, box) < config.flying_pixel_rate)
         if fly.any():
-            near = ndimage.grey_dilation(np.where(keep, depth, 0.0), size=3)
-            depth[fly] = near[fly] + rng.uniform(0.02, 1.0, size=int(fly.sum()))
+            # the nearest depth's 3x3 maximum (ndimage.grey_dilation, size 3) at the flying pixels
+            src = np.where(keep, depth, 0.0)
+            fi, fj = np.nonzero(fly)
+            near = np.zeros(len(fi))
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):  # an image edge reflects (the box touches it there)
+                    near = np.maximum(near, src[np.clip(fi + di, 0, src.shape[0] - 1), np.clip(fj + dj, 0, src.shape[1] - 1)])
+            depth[fly] = near + rng.uniform(0.02, 1.0, size=len(fi))
     if config.quantisation > 0:
         depth = np.round(depth / config.quantisation) * config.quantisation
-    bary = np.where((face >= 0)[..., None], frame.bary, 0).astype(np.float32)
-    normal = np.where((face >= 0)[..., None], frame.normal, 0).astype(np.float32)
-    return replace(frame, depth=depth.astype(np.float32), face=face, bary=bary, normal=normal)
+    out_depth = frame.depth.astype(np.float32)  # copies
+    out_face = frame.face.copy()
+    out_bary = np.zeros((h, w, 3), dtype=np.float32)
+    out_normal = np.zeros((h, w, 3), dtype=np.float32)
+    lost = face < 0
+    out_depth[box] = depth
+    out_face[box] = face
+    for out, a in ((out_bary, frame.bary), (out_normal, frame.normal)):
+        out[box] = a[box]
+        out[box][lost] = 0.0
+    return replace(frame, depth=out_depth, face=out_face, bary=out_bary, normal=out_normal)

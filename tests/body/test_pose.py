@@ -194,3 +194,26 @@ def test_config_is_checked():
         PoseSamplerConfig(archetypes=("moonwalk",))
     with pytest.raises(BodycorrError):
         archetype_angles("moonwalk")
+
+
+@pytest.mark.parametrize(
+    "config", [PoseSamplerConfig(), PoseSamplerConfig(tilt_deg=10.0, grounding="none"), PoseSamplerConfig(collision="off")]
+)
+def test_batched_sampling_equals_one_generator_at_a_time(body_model, config):
+    """sample_each (the engine's batched posing) draws exactly what sample does per generator."""
+    one, many = PoseSampler(config, model=body_model), PoseSampler(config, model=body_model)
+    for n in (1, 4):
+        rngs = lambda: [np.random.default_rng([7, b]) for b in range(12)]  # noqa: E731
+        a = Pose.concatenate([one.sample(n, r) for r in rngs()])
+        gens = rngs()
+        b = many.sample_each(gens, n)
+        assert np.array_equal(a.angles, b.angles) and np.array_equal(a.global_rotation, b.global_rotation)
+        assert np.array_equal(a.translation, b.translation) and a.sources == b.sources
+        assert np.array_equal(a.to_anny(body_model), np.concatenate([b[i].to_anny(body_model) for i in range(len(b))]))
+        assert one.stats == many.stats
+        # every generator is left where sample() leaves it
+        after = rngs()
+        for r in after:
+            PoseSampler(config, model=body_model).sample(n, r)
+        assert [g.random() for g in gens] == [r.random() for r in after]
+    assert len(many.sample_each([], 3)) == 0

@@ -19,6 +19,7 @@ kneeling poses go down rather than float.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -442,45 +443,85 @@ class PoseSampler:
 
     def sample(self, n: int, rng: np.random.Generator) -> Pose:
         """``n`` accepted poses."""
-        if n <= 0:
+        return self.sample_each([rng], n)
+
+    def sample_each(self, rngs: Sequence[np.random.Generator], n: int = 1) -> Pose:
+        """``n`` accepted poses from each generator, in order: exactly ``Pose.concatenate([sample(n,
+        rng) for rng in rngs])`` (the same draws, bit for bit, and the same stats), but the
+        kinematics and collision tests of all generators' candidates run batched, and only as far
+        as each generator needs (in order: its first acceptable candidates are what
+        :meth:`sample` keeps); this is what makes posing many bodies, each with its own random
+        stream, fast.
+        """
+        if n <= 0 or not len(rngs):
             return Pose(np.zeros((0, rom.NUM_ROM_JOINTS, 3)), np.zeros((0, 3, 3)), np.zeros((0, 3)))
-        out: list[Pose] = []
-        have = 0
         cfg = self.config
+        out: list[list[Pose]] = [[] for _ in rngs]
+        have = [0] * len(rngs)
         for _ in range(cfg.max_rounds):
-            need = n - have
-            batch = max(8, int(np.ceil(need * 1.4)) + 2)
-            angles, mode, sources = self._draw(batch, rng)
-            R = self._global(batch, rng)
-            D = rom.angles_to_local(angles, self.frames)
-            D[:, 0] = R @ D[:, 0]
-            G, H = self.skeleton.fk(D, bones=self.capsules.bones)
-            if cfg.collision == "reject":
-                pen = self.capsules.penetration(G, H).max(1)
-                ok = pen <= cfg.collision_tolerance
-            else:
-                ok = np.ones(batch, bool)
-            for m in range(3):
-                self._counts.candidates[MODES[m]] += int((mode == m).sum())
-            keep = np.flatnonzero(ok)[:need]
-            # Candidates past the ones kept were never looked at: do not count them.
-            if len(keep) == need and need < batch:
-                last = keep[-1]
+            active = [k for k in range(len(rngs)) if have[k] < n]
+            if not active:
+                break
+            # Each generator draws its candidates exactly as sample() does (draw, then global
+            # rotation, one batch per round); the geometry is then done for all of them at once.
+            draws = []
+            for k in active:
+                batch = max(8, int(np.ceil((n - have[k]) * 1.4)) + 2)
+                angles, mode, sources = self._draw(batch, rngs[k])
+                draws.append((angles, mode, sources, self._global(batch, rngs[k])))
+            sizes = np.array([len(d[0]) for d in draws])
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            angles_all = np.concatenate([d[0] for d in draws])
+            D = rom.angles_to_local(angles_all, self.frames)
+            D[:, 0] = np.concatenate([d[3] for d in draws]) @ D[:, 0]
+            # Test candidates in order, a few per generator at a time, until each has the poses it
+            # needs: the first ``need`` acceptable candidates are kept, as when all are tested.
+            ok_all = np.zeros(len(D), bool)
+            low_all = np.zeros(len(D))
+            tested = np.zeros(len(active), dtype=np.int64)
+            found = np.zeros(len(active), dtype=np.int64)
+            needs = np.array([n - have[k] for k in active])
+            while True:
+                want = np.minimum(sizes - tested, np.maximum(needs - found, 0))
+                if not want.any():
+                    break
+                idx = np.concatenate([starts[a] + tested[a] + np.arange(want[a]) for a in range(len(active))])
+                G, H = self.skeleton.fk(D[idx], bones=self.capsules.bones)
+                if cfg.collision == "reject":
+                    ok_all[idx] = self.capsules.penetration(G, H).max(1) <= cfg.collision_tolerance
+                else:
+                    ok_all[idx] = True
+                if cfg.grounding == "floor":
+                    low_all[idx] = self._lowest_from_fk(G, H)
+                owner = np.repeat(np.arange(len(active)), want)
+                found += np.bincount(owner, weights=ok_all[idx], minlength=len(active)).astype(np.int64)
+                tested += want
+            for a, (k, (angles, mode, sources, R)) in enumerate(zip(active, draws)):
+                batch = len(angles)
+                sl = slice(starts[a], starts[a] + batch)
+                need = n - have[k]
+                ok = ok_all[sl]
                 for m in range(3):
-                    self._counts.candidates[MODES[m]] -= int((mode[last + 1 :] == m).sum())
-            for m in range(3):
-                self._counts.accepted[MODES[m]] += int((mode[keep] == m).sum())
-            t = np.zeros((len(keep), 3))
-            if cfg.grounding == "floor":
-                t[:, 2] = self._floor - self._lowest_from_fk(G[keep], H[keep])
-            out.append(Pose(angles[keep], R[keep], t, tuple(sources[i] for i in keep)))
-            have += len(keep)
-            if have >= n:
-                return Pose.concatenate(out)
-        raise BodycorrError(
-            f"pose sampler: only {have} of {n} poses accepted after {cfg.max_rounds} rounds. "
-            "Loosen collision_tolerance or change mode_weights/archetypes."
-        )
+                    self._counts.candidates[MODES[m]] += int((mode == m).sum())
+                keep = np.flatnonzero(ok)[:need]
+                # Candidates past the ones kept were never looked at: do not count them.
+                if len(keep) == need and need < batch:
+                    last = keep[-1]
+                    for m in range(3):
+                        self._counts.candidates[MODES[m]] -= int((mode[last + 1 :] == m).sum())
+                for m in range(3):
+                    self._counts.accepted[MODES[m]] += int((mode[keep] == m).sum())
+                t = np.zeros((len(keep), 3))
+                if cfg.grounding == "floor":
+                    t[:, 2] = self._floor - low_all[sl][keep]
+                out[k].append(Pose(angles[keep], R[keep], t, tuple(sources[i] for i in keep)))
+                have[k] += len(keep)
+        if min(have) < n:
+            raise BodycorrError(
+                f"pose sampler: only {min(have)} of {n} poses accepted after {cfg.max_rounds} rounds. "
+                "Loosen collision_tolerance or change mode_weights/archetypes."
+            )
+        return Pose.concatenate([p for per in out for p in per])
 
 
 def coverage_report(poses: Pose, bin_deg: float = 10.0) -> dict[str, dict[str, dict[str, float]]]:

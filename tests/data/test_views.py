@@ -63,3 +63,34 @@ def test_splits_do_not_share_identities():
     ptr = {tuple(tr.body(b)[1].round(6)) for b in range(0, 8, 2)}
     pte = {tuple(te.body(b)[1].round(6)) for b in range(0, 8, 2)}
     assert not ptr & pte
+
+
+def test_block_posing_matches_one_body_at_a_time():
+    """Bodies are posed in blocks (one batched sampler + Anny call): the same poses as posing each
+    body alone, vertices equal to float rounding, and nothing depends on the order of requests."""
+    from bodycorr.body.shape import identity_rng, sample_identity
+    from bodycorr.data.views import POSE_BLOCK
+
+    gen = ViewGenerator(TINY, "train", seed=5)
+    for b in (0, 3, POSE_BLOCK + 1):
+        verts, phen, ident = gen.body(b)
+        assert ident == b // TINY.poses_per_identity
+        assert np.array_equal(phen, sample_identity("train", ident, 5).phenotypes)
+        pose = gen.poses(1, identity_rng("train", b, 5 + 1_000_003))
+        ref = gen.model(phen[None], pose).vertices[0]
+        ref = ref - np.array([*ref[:, :2].mean(0), ref[:, 2].min()], dtype=np.float32)
+        assert np.abs(verts - ref).max() < 1e-5  # metres
+    rngs = [identity_rng("train", b, 9) for b in range(5)]
+    assert np.array_equal(gen.poses.each(rngs), np.concatenate([gen.poses(1, identity_rng("train", b, 9)) for b in range(5)]))
+    # the same bytes whatever was asked for before
+    a = ViewGenerator(TINY, "train", seed=5).views_of_body(POSE_BLOCK + 2)
+    other = ViewGenerator(TINY, "train", seed=5)
+    other.views_of_body(3)
+    other.views_of_body(7 * POSE_BLOCK)
+    b = other.views_of_body(POSE_BLOCK + 2)
+    for x, y in zip(a, b):
+        for k in ("depth", "template_vertex", "template_face", "template_bary"):
+            assert getattr(x, k).tobytes() == getattr(y, k).tobytes()
+        assert np.array_equal(x.camera.R, y.camera.R) and x.camera.intrinsics == y.camera.intrinsics
+    with pytest.raises(BodycorrError, match="body index"):
+        gen.views_of_body(-1)

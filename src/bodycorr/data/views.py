@@ -132,6 +132,20 @@ class PoseSource:
         out[:, 0, 0, 0], out[:, 0, 0, 1], out[:, 0, 1, 0], out[:, 0, 1, 1] = c, -s, s, c
         return out
 
+    def each(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        """One pose from each generator, (len(rngs), J, 4, 4): the same values as
+        ``np.concatenate([source(1, rng) for rng in rngs])``, with the sampler's work batched."""
+        if self._sampler is not None:
+            return self._sampler.sample_each(rngs, 1).to_anny(self.model)
+        return np.concatenate([self(1, r) for r in rngs]) if rngs else np.zeros((0, self.model.num_bones, 4, 4), np.float32)
+
+
+# Bodies are posed in aligned blocks of this many (one batched pose sampling and Anny forward per
+# block). A body's vertices depend on its block only, never on the order bodies are asked for;
+# changing this constant changes the generated data in the last float bits (Anny's batched
+# forward does not round like its one-body forward).
+POSE_BLOCK = 16
+
 
 class ViewGenerator:
     """Makes :class:`View` objects for a split, deterministically from (seed, split, body index).
@@ -141,6 +155,7 @@ class ViewGenerator:
     """
 
     def __init__(self, config: ViewConfig, split: Split, seed: int = 0, pose_kind: Literal["sampler", "rest"] = "sampler"):
+        identity_rng(split, 0, seed)  # validates the split
         self.config = config
         self.split = split
         self.seed = seed
@@ -148,40 +163,65 @@ class ViewGenerator:
         self.template: Template = get_template()
         self.poses = PoseSource(self.model, pose_kind)
         self._caster: RayCaster | None = None
+        self._block: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._noise = DepthNoiseConfig.preset("kinect_v2")
+
+    def _pose_block(self, k: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Block ``k``: bodies ``k * POSE_BLOCK ...``, posed in one batch: (k, vertices (K, V, 3), phenotypes (K, 6), identities (K,))."""
+        bodies = range(k * POSE_BLOCK, (k + 1) * POSE_BLOCK)
+        ppi = self.config.poses_per_identity
+        idents = np.array([b // ppi for b in bodies], dtype=np.int64)
+        phen_of = {i: sample_identity(self.split, int(i), self.seed, self.config.population).phenotypes for i in np.unique(idents)}
+        phen = np.stack([phen_of[i] for i in idents])
+        pose = self.poses.each([identity_rng(self.split, b, self.seed + 1_000_003) for b in bodies])
+        verts = self.model(phen, pose).vertices
+        for v in verts:  # stand on the ground at the origin: feet at z = 0, centred in x, y
+            v -= np.array([*v[:, :2].mean(0), v[:, 2].min()], dtype=np.float32)
+        return k, verts, phen, idents
+
+    def _body(self, b: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if b < 0:
+            raise BodycorrError(f"body index {b}: must be >= 0.")
+        k = b // POSE_BLOCK
+        if self._block is None or self._block[0] != k:
+            self._block = self._pose_block(k)
+        _, verts, phen, idents = self._block
+        i = b - k * POSE_BLOCK
+        return verts[i], phen[i], int(idents[i])
 
     def body(self, b: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Posed body ``b``: vertices (V, 3) full Anny topology, phenotypes (6,), identity index."""
-        ident = b // self.config.poses_per_identity
-        phen = sample_identity(self.split, ident, self.seed, self.config.population).phenotypes
-        rng = identity_rng(self.split, b, self.seed + 1_000_003)
-        pose = self.poses(1, rng)
-        verts = self.model(phen[None], pose).vertices[0]
-        # stand on the ground at the origin: feet at z = 0, centred in x, y
-        verts = verts - np.array([*verts[:, :2].mean(0), verts[:, 2].min()], dtype=np.float32)
-        return verts, phen, ident
+        """Posed body ``b``: vertices (V, 3) full Anny topology, phenotypes (6,), identity index.
+
+        Pose ``b``'s random stream as ever; the Anny forward runs for its whole block of
+        :data:`POSE_BLOCK` bodies (kept for the next calls), so ask for bodies in order.
+        """
+        verts, phen, ident = self._body(b)
+        return verts.copy(), phen.copy(), ident
 
     def caster(self, vertices: np.ndarray) -> RayCaster:
         if self._caster is None:
-            self._caster = RayCaster(vertices, self.model.faces)
+            self._caster = RayCaster(vertices, self.model.faces, bvh=False)  # rendered by cast_pinhole: no BVH
         else:
             self._caster.update(vertices)
         return self._caster
 
     def views_of_body(self, b: int) -> list[View]:
         cfg = self.config
-        verts, phen, ident = self.body(b)
+        verts, phen, ident = self._body(b)
         caster = self.caster(verts)
         rng = identity_rng(self.split, b, self.seed + 2_000_003)
         centre = 0.5 * (verts.min(0) + verts.max(0))
+        points = verts.astype(np.float64)  # what crop_intrinsics would convert for every view
+        sensor = sensor_intrinsics(cfg)
         out = []
         for k in range(cfg.views_per_body):
-            cam = random_camera(rng, sensor_intrinsics(cfg), centre, cfg.distance_range, cfg.elevation_deg)
+            cam = random_camera(rng, sensor, centre, cfg.distance_range, cfg.elevation_deg)
             if cfg.framing == "crop":
-                cam = Camera(crop_intrinsics(verts, cam, cfg.size, rng.uniform(*cfg.fill), rng), cam.R, cam.t)
-            frame = render(caster, cam)
+                cam = Camera(crop_intrinsics(points, cam, cfg.size, rng.uniform(*cfg.fill), rng), cam.R, cam.t)
+            frame = render(caster, cam, "pinhole")
             noisy = cfg.noise == "kinect_v2" or (cfg.noise == "mixed" and rng.random() < cfg.noisy_share)
             if noisy:
-                frame = add_depth_noise(frame, DepthNoiseConfig.preset("kinect_v2"), rng)
+                frame = add_depth_noise(frame, self._noise, rng)
             out.append(self._view(frame, phen, ident, b, noisy))
         return out
 

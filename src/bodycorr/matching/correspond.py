@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bodycorr.matching.nearest import knn
+from bodycorr.matching.nearest import DEFAULT_BACKEND, nearest_both
 
 DISTANCE_SCALE = 0.25  # unit descriptors: distance 0.25 ≈ 7° apart
 
@@ -33,10 +33,15 @@ class Correspondences:
         return int(self.target.shape[0])
 
 
-def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray | None = None) -> Correspondences:
-    """Match every source descriptor (N, D) to its nearest target descriptor (M, D)."""
-    fw = knn(source, target, k=1)
-    bw = knn(target, source, k=1)
+def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray | None = None,
+          backend: str = DEFAULT_BACKEND) -> Correspondences:  # fmt: skip
+    """Match every source descriptor (N, D) to its nearest target descriptor (M, D).
+
+    The backward search runs only from the targets some source chose (``backward="hit"``): a
+    source is mutual when its target's nearest source is itself, so no other target matters.
+    ``backend``: see :mod:`bodycorr.matching.nearest` ("blocks" or "faiss"; both exact).
+    """
+    fw, bw = nearest_both(source, target, backend=backend, backward="hit")
     d1 = fw.distance[:, 0]
     conf = np.exp(-((d1 / DISTANCE_SCALE) ** 2))
     if source_consistency is not None:

@@ -103,6 +103,54 @@ def test_khop_pairs_are_the_k_ring_with_path_upper_bounds():
     assert d[15] == pytest.approx(h) and d[16] == pytest.approx(2 * h) and d[21] == pytest.approx(np.sqrt(2) * h)
 
 
+@pytest.mark.parametrize("rings", [2, 3])
+def test_kring_pattern_gives_the_khop_pairs_and_bounds(rings):
+    mesh = bumpy_mesh(10)
+    s, t, ub = geo._khop_pairs(mesh.num_vertices, *geo._edge_graph(mesh), rings)
+    half = s < t
+    p = geo.KRingPattern(mesh.faces, mesh.num_vertices, rings)
+    assert np.array_equal(p.s, s[half]) and np.array_equal(p.t, t[half])
+    np.testing.assert_allclose(p.upper_bounds(mesh.vertices), ub[half], rtol=1e-12)
+    with pytest.raises(BodycorrError):
+        p.check(grid_mesh(5))
+
+
+def test_unfolded_edges_are_euclidean_on_a_flat_grid():
+    mesh = grid_mesh(10, jitter=0.3)
+    g = geo.kring_graph_unfolded(mesh)
+    ref = np.linalg.norm(mesh.vertices[g["s"]] - mesh.vertices[g["t"]], axis=1)
+    np.testing.assert_allclose(g["w"], ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shape", ["bumpy", "sphere"])
+def test_unfolded_graph_matches_the_mmp_graph(shape):
+    """The fast edge lengths (unfolded strips) beside the slow reference (MMP per vertex), and the
+    rows of both graphs by plain scipy Dijkstra."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    mesh = bumpy_mesh(14) if shape == "bumpy" else icosphere(2)
+    n = mesh.num_vertices
+    slow = geo._build_kring_graph(mesh, 3, 1, False)
+    fast = geo.kring_graph_unfolded(mesh)
+    assert np.array_equal(fast["s"], slow["s"]) and np.array_equal(fast["t"], slow["t"])
+    assert np.all(fast["w"] >= slow["w"] * (1 - 1e-9))  # straight surface paths: never shorter than exact
+    assert np.mean(np.abs(fast["w"] - slow["w"]) <= 1e-9 * slow["w"]) > 0.9
+
+    def rows(g):
+        w = np.r_[g["w"], g["w"]]
+        return dijkstra(csr_matrix((w, (np.r_[g["s"], g["t"]], np.r_[g["t"], g["s"]])), shape=(n, n)), indices=np.arange(n))
+
+    a, b = rows(fast), rows(slow)
+    assert np.all(a >= b * (1 - 1e-9))
+    assert np.mean((a - b)[b > 0] / b[b > 0]) < 1e-4
+    exact = GeodesicSolver(mesh, "exact").from_sources(np.arange(0, n, 7))
+    assert _rel_err(a[::7], exact, 0.02) < 0.01
+    solver = GeodesicSolver(mesh, "graph", edges="unfold")
+    np.testing.assert_allclose(solver.from_sources([0, 5]), a[[0, 5]], rtol=1e-12)
+    assert solver.params() != GeodesicSolver(mesh, "graph").params()
+
+
 def test_geodesic_distance_one_shot():
     mesh = grid_mesh()
     v = mesh.vertices
@@ -201,6 +249,8 @@ def test_bad_input_raises_one_line_errors():
         GeodesicSolver(mesh, "dijkstra").from_source(16)
     with pytest.raises(BodycorrError):
         all_pairs_geodesics(mesh, dtype=np.int32)
+    with pytest.raises(BodycorrError, match="edges"):
+        GeodesicSolver(mesh, "graph", edges="guess")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- surface points

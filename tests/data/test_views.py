@@ -94,3 +94,25 @@ def test_block_posing_matches_one_body_at_a_time():
         assert np.array_equal(x.camera.R, y.camera.R) and x.camera.intrinsics == y.camera.intrinsics
     with pytest.raises(BodycorrError, match="body index"):
         gen.views_of_body(-1)
+
+
+def test_body_truth_equals_per_pixel_mapping(template):
+    """body_truth (flat indices) gives exactly Template.map_full_points of every seen pixel."""
+    from bodycorr.data.views import sensor_intrinsics
+    from bodycorr.render.frame import render
+    from bodycorr.render.raycast import RayCaster
+    from bodycorr.render.rig import random_camera
+    from bodycorr.render.truth import body_truth
+
+    gen = ViewGenerator(TINY, "train", seed=1)
+    verts = gen.body(2)[0]
+    cam = random_camera(np.random.default_rng(0), sensor_intrinsics(TINY), verts.mean(0), (1.5, 2.0))
+    frame = render(RayCaster(verts, gen.model.faces), cam)
+    truth = body_truth(frame, template)
+    m = frame.face >= 0
+    assert m.sum() > 100
+    f, b, v = template.map_full_points(frame.face[m], frame.bary[m])
+    assert np.array_equal(truth.template_face[m], f) and np.array_equal(truth.template_vertex[m], v)
+    assert np.array_equal(truth.template_bary[m], b)
+    assert (truth.template_face[~m] == -1).all() and (truth.template_vertex[~m] == -1).all() and not truth.template_bary[~m].any()
+    assert truth.template_face.dtype == np.int32 and truth.template_bary.dtype == np.float32

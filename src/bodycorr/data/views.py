@@ -94,7 +94,9 @@ def crop_intrinsics(points_world: np.ndarray, camera: Camera, size: int, fill: f
     ideal sensor). A small random offset is applied when ``rng`` is given.
     """
     pc = camera.world_to_camera(points_world)
-    pc = pc[pc[:, 2] > 1e-3]
+    front = pc[:, 2] > 1e-3
+    if not front.all():  # (a copy only when some point is behind the camera)
+        pc = pc[front]
     x, y = pc[:, 0] / pc[:, 2], pc[:, 1] / pc[:, 2]
     lo, hi = np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
     f = fill * size / max(float((hi - lo).max()), 1e-6)

@@ -108,35 +108,39 @@ def _warp():
                  n_out: wp.array(dtype=wp.vec3)) -> float: ...  # fmt: skip
 
     @wp.func
-    def pixel_ray(i: int, j: int, fx: wp.float64, fy: wp.float64, cx: wp.float64, cy: wp.float64):
-        # Intrinsics.camera_rays in float64, then float32, then normalised as camera_kernel does.
-        half = wp.float64(0.5)
-        rx = wp.float32((wp.float64(j) + half - cx) / fx)
-        ry = wp.float32((wp.float64(i) + half - cy) / fy)
-        return wp.normalize(wp.vec3(rx, ry, 1.0))
+    def pixel_ray(k: int, roi_w: int, rx: wp.array(dtype=float), ry: wp.array(dtype=float)):
+        # Intrinsics.camera_rays (computed in float64 per column and row, then float32),
+        # normalised as camera_kernel does.
+        return wp.normalize(wp.vec3(rx[k % roi_w], ry[k // roi_w], 1.0))
 
     @wp.kernel
     def pinhole_setup_kernel(
-        R: wp.mat33, fx: wp.float64, fy: wp.float64, cx: wp.float64, cy: wp.float64, i0: int, j0: int, roi_w: int,
-        dirs: wp.array(dtype=wp.vec3), keys: wp.array(dtype=wp.int64),
+        R: wp.mat33, roi_w: int, rx: wp.array(dtype=float), ry: wp.array(dtype=float), dirs: wp.array(dtype=wp.vec3),
+        keys: wp.array(dtype=wp.int64),
     ):  # fmt: skip
         k = wp.tid()
-        dc = pixel_ray(i0 + k // roi_w, j0 + k % roi_w, fx, fy, cx, cy)
-        dirs[k] = wp.transpose(R) * dc
+        dirs[k] = wp.transpose(R) * pixel_ray(k, roi_w, rx, ry)
         keys[k] = wp.int64(_NO_KEY)
 
     @wp.kernel
     def pinhole_project_kernel(
         points: wp.array(dtype=wp.vec3), origin: wp.vec3, R: wp.mat33, fx: float, fy: float, cx: float, cy: float,
-        uvz: wp.array(dtype=wp.vec3),
+        uvz: wp.array(dtype=wp.vec3), bounds: wp.array(dtype=float),
     ):  # fmt: skip
         i = wp.tid()
         a = R * (points[i] - origin)
         z = a[2]
         if z > 1.0e-6:
-            uvz[i] = wp.vec3(fx * a[0] / z + cx, fy * a[1] / z + cy, z)
+            u = fx * a[0] / z + cx
+            v = fy * a[1] / z + cy
+            uvz[i] = wp.vec3(u, v, z)
+            wp.atomic_min(bounds, 0, u)
+            wp.atomic_max(bounds, 1, u)
+            wp.atomic_min(bounds, 2, v)
+            wp.atomic_max(bounds, 3, v)
         else:
             uvz[i] = wp.vec3(0.0, 0.0, z)
+            wp.atomic_add(bounds, 4, 1.0)
 
     @wp.kernel
     def pinhole_triangle_kernel(
@@ -193,7 +197,7 @@ def _warp():
     @wp.kernel
     def pinhole_resolve_kernel(
         points: wp.array(dtype=wp.vec3), tris: wp.array(dtype=wp.vec3i), origin: wp.vec3, R: wp.mat33,
-        fx: wp.float64, fy: wp.float64, cx: wp.float64, cy: wp.float64, i0: int, j0: int, roi_w: int, width: int,
+        rx: wp.array(dtype=float), ry: wp.array(dtype=float), i0: int, j0: int, roi_w: int, width: int,
         dirs: wp.array(dtype=wp.vec3), keys: wp.array(dtype=wp.int64), depth_out: wp.array(dtype=float),
         face_out: wp.array(dtype=int), bary_out: wp.array(dtype=wp.vec3), n_out: wp.array(dtype=wp.vec3),
     ):  # fmt: skip
@@ -206,7 +210,7 @@ def _warp():
             f = int(key & wp.int64(0xFFFFFFFF))
             tri = tris[f]
             t = woop_hit(origin, dirs[k], points[tri[0]], points[tri[1]], points[tri[2]], o, bary_out, n_out)
-            dc = pixel_ray(i, j, fx, fy, cx, cy)
+            dc = pixel_ray(k, roi_w, rx, ry)
             depth_out[o] = t * dc[2]
             face_out[o] = f
             n = R * n_out[o]
@@ -381,31 +385,33 @@ class RayCaster:
         if self._tris is None:
             self._tris = wp.array(self.faces, dtype=wp.vec3i, device=dev)
             self._uvz = wp.empty(nv, dtype=wp.vec3, device=dev)
-        wp.launch(project, dim=nv, inputs=[self._points, o, Rw, *f32], outputs=[self._uvz], device=dev)
+        bounds = wp.array(np.array([np.inf, -np.inf, np.inf, -np.inf, 0.0], dtype=np.float32), dtype=float, device=dev)
+        wp.launch(project, dim=nv, inputs=[self._points, o, Rw, *f32], outputs=[self._uvz, bounds], device=dev)
         # The pixels the mesh may cover: the box of the projected vertices (what every triangle's
         # own box lies in), or the whole image if a vertex is at or behind the camera plane.
-        uvz = self._uvz.numpy()
-        if uvz[:, 2].min() <= 1e-6:
+        u0, u1, v0, v1, behind = bounds.numpy().astype(np.float64)
+        if behind > 0:
             i0, i1, j0, j1 = 0, height - 1, 0, width - 1
         else:
             m = 2 * _MARGIN_PX
-            lo, hi = uvz[:, :2].min(0), uvz[:, :2].max(0)
-            j0, j1 = max(int(np.ceil(lo[0] - 0.5 - m)), 0), min(int(np.floor(hi[0] - 0.5 + m)), width - 1)
-            i0, i1 = max(int(np.ceil(lo[1] - 0.5 - m)), 0), min(int(np.floor(hi[1] - 0.5 + m)), height - 1)
+            j0, j1 = max(int(np.ceil(u0 - 0.5 - m)), 0), min(int(np.floor(u1 - 0.5 + m)), width - 1)
+            i0, i1 = max(int(np.ceil(v0 - 0.5 - m)), 0), min(int(np.floor(v1 - 0.5 + m)), height - 1)
             if j1 < j0 or i1 < i0:
                 return RayHits(t=depth, face=face, bary=bary, normal=normal)
         roi_w = j1 - j0 + 1
         npx = (i1 - i0 + 1) * roi_w
-        f64 = [wp.float64(x) for x in f32]
+        # the pixel-centre rays' x and y (Intrinsics.camera_rays: float64, then float32 as cast_camera takes them)
+        rx = wp.array(((np.arange(j0, j1 + 1) + 0.5 - cx) / fx).astype(np.float32), dtype=float, device=dev)
+        ry = wp.array(((np.arange(i0, i1 + 1) + 0.5 - cy) / fy).astype(np.float32), dtype=float, device=dev)
         dirs = wp.empty(npx, dtype=wp.vec3, device=dev)
         keys = wp.empty(npx, dtype=wp.int64, device=dev)
-        wp.launch(setup, dim=npx, inputs=[Rw, *f64, i0, j0, roi_w], outputs=[dirs, keys], device=dev)
+        wp.launch(setup, dim=npx, inputs=[Rw, roi_w, rx, ry], outputs=[dirs, keys], device=dev)
         wp.launch(per_triangle, dim=len(self.faces), inputs=[self._points, self._tris, self._uvz, o, i0, i1, j0, j1, dirs, float(max_t)],
                   outputs=[keys], device=dev)  # fmt: skip
         arrays = ((depth, float), (face, int), (bary, wp.vec3), (normal, wp.vec3))
         # on the CPU the kernel writes straight into the numpy arrays
         outs = [wp.array(a, dtype=dt, device=dev, copy=(dev != "cpu")) for a, dt in arrays]
-        wp.launch(resolve, dim=npx, inputs=[self._points, self._tris, o, Rw, *f64, i0, j0, roi_w, width, dirs, keys], outputs=outs, device=dev)
+        wp.launch(resolve, dim=npx, inputs=[self._points, self._tris, o, Rw, rx, ry, i0, j0, roi_w, width, dirs, keys], outputs=outs, device=dev)
         if dev != "cpu":
             depth, face, bary, normal = (x.numpy() for x in outs)
         return RayHits(t=depth, face=face, bary=bary, normal=normal)

@@ -28,11 +28,11 @@ class BodyTruth:
 def body_truth(frame: Frame, template: Template) -> BodyTruth:
     """Map a frame rendered from a generated Anny body (full topology) onto the template."""
     h, w = frame.face.shape
-    valid = frame.face >= 0
-    tf = -np.ones((h, w), dtype=np.int32)
-    tb = np.zeros((h, w, 3), dtype=np.float32)
-    tv = -np.ones((h, w), dtype=np.int32)
-    if valid.any():
-        f, b, v = template.map_full_points(frame.face[valid], frame.bary[valid])
-        tf[valid], tb[valid], tv[valid] = f, b, v
-    return BodyTruth(template_face=tf, template_bary=tb, template_vertex=tv)
+    idx = np.flatnonzero(frame.face.reshape(-1) >= 0)  # the seen pixels, row-major
+    tf = np.full(h * w, -1, dtype=np.int32)
+    tb = np.zeros((h * w, 3), dtype=np.float32)
+    tv = np.full(h * w, -1, dtype=np.int32)
+    if len(idx):
+        f, b, v = template.map_full_points(frame.face.reshape(-1)[idx], frame.bary.reshape(-1, 3)[idx])
+        tf[idx], tb[idx], tv[idx] = f, b, v
+    return BodyTruth(template_face=tf.reshape(h, w), template_bary=tb.reshape(h, w, 3), template_vertex=tv.reshape(h, w))

@@ -67,6 +67,14 @@ def test_pinhole_casting_behind_and_outside_the_camera(rng):
     a, b = render(caster, cam), render(caster, cam, "pinhole")
     assert a.mask.all()
     _same_frames(a, b)
+    # camera a centimetre from the surface (projections far outside the image) and a long lens
+    cam = Camera.look_at([0.0, -1.62, 0.0], [0.0, 0.0, 0.0], [0, 0, 1], Intrinsics.square(64, 120.0))
+    _same_frames(render(caster, cam), render(caster, cam, "pinhole"))
+    for dist, fov in ((40.0, 3.0), (300.0, 0.4)):  # fx 1200 and 9200: the margin grows with fx
+        cam = Camera.look_at([0.0, -dist, 1.0], [0.0, 0.0, 1.0], [0, 0, 1], Intrinsics.square(64, fov))
+        a, b = render(caster, cam), render(caster, cam, "pinhole")
+        assert a.mask.sum() > 500
+        _same_frames(a, b)
     # looking away: nothing seen
     cam = Camera.look_at([0.0, -5.0, 0.0], [0.0, -10.0, 0.0], [0, 0, 1], Intrinsics.square(32))
     b = render(caster, cam, "pinhole")

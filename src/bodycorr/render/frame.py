@@ -58,7 +58,7 @@ def render(caster: RayCaster, camera: Camera, method: Literal["bvh", "pinhole"] 
     shape = (k.height, k.width)
     return Frame(
         depth=hits.t.reshape(shape),
-        face=hits.face.reshape(shape).astype(np.int32),
+        face=hits.face.reshape(shape).astype(np.int32, copy=False),
         bary=hits.bary.reshape(shape + (3,)),
         normal=hits.normal.reshape(shape + (3,)),
         camera=camera,

@@ -16,15 +16,32 @@ import numpy as np
 # bits order like the float) above the face id, so an atomic min keeps the nearest hit and, on an
 # exact tie in distance, the lower face id.
 _NO_KEY = 0x7FFFFFFFFFFFFFFF
-_MARGIN_PX = 0.05
-_WOOP_KEY = """
-float t, u, v, sign;
-if (wp::intersect_ray_tri_woop(start, dir, a, b, c, t, u, v, sign, nullptr) && t >= 0.0f && t < max_t) {
-    union { float f; unsigned int i; } bits;
-    bits.f = t + 0.0f;  // -0 -> +0
-    return (long long)(((unsigned long long)bits.i << 32) | (unsigned int)face);
+_MARGIN_PX = 0.05  # pixels (at least; see cast_pinhole)
+_FAR_PX = 1.0e4  # projections beyond this are not trusted
+# The pixels of one triangle's box: edge-function pretest (pixel centres farther than the margin
+# outside an edge are skipped; s = 0 turns it off), then warp's watertight ray-triangle test and a
+# 64-bit atomic min of (distance bits, face). Native: a tight loop over the box.
+_SCAN_BOX = """
+const float ab0 = b[0] - a[0], ab1 = b[1] - a[1], bc0 = c[0] - b[0], bc1 = c[1] - b[1], ca0 = a[0] - c[0], ca1 = a[1] - c[1];
+for (int i = lo_i; i <= hi_i; ++i) {
+    const float y = static_cast<float>(i) + 0.5f;
+    for (int j = lo_j; j <= hi_j; ++j) {
+        const float x = static_cast<float>(j) + 0.5f;
+        if (s != 0.0f) {
+            const float e0 = s * (ab0 * (y - a[1]) - ab1 * (x - a[0]));
+            const float e1 = s * (bc0 * (y - b[1]) - bc1 * (x - b[0]));
+            const float e2 = s * (ca0 * (y - c[1]) - ca1 * (x - c[0]));
+            if (e0 < tol0 || e1 < tol1 || e2 < tol2) continue;
+        }
+        const int k = (i - i0) * roi_w + (j - j0);
+        float t, u, v, sign;
+        if (wp::intersect_ray_tri_woop(origin, dirs[k], p, q, r, t, u, v, sign, nullptr) && t >= 0.0f && t < max_t) {
+            union { float f; unsigned int i; } bits;
+            bits.f = t + 0.0f;  // -0 -> +0
+            wp::atomic_min(keys, k, (wp::int64)(((unsigned long long)bits.i << 32) | (unsigned int)face));
+        }
+    }
 }
-return -1;
 """
 _WOOP_HIT = """
 float t, u, v, sign;
@@ -100,8 +117,10 @@ def _warp():
     # The per-pixel ray and its intersection use exactly the arithmetic of camera_kernel and of
     # wp.mesh_query_ray (warp's own watertight Woop test), so hits are bit-identical to the BVH's.
 
-    @wp.func_native(_WOOP_KEY)
-    def woop_key(start: wp.vec3, dir: wp.vec3, a: wp.vec3, b: wp.vec3, c: wp.vec3, face: int, max_t: float) -> wp.int64: ...
+    @wp.func_native(_SCAN_BOX)
+    def scan_box(lo_i: int, hi_i: int, lo_j: int, hi_j: int, i0: int, j0: int, roi_w: int, s: float, a: wp.vec3, b: wp.vec3,
+                 c: wp.vec3, tol0: float, tol1: float, tol2: float, origin: wp.vec3, p: wp.vec3, q: wp.vec3, r: wp.vec3,
+                 face: int, max_t: float, dirs: wp.array(dtype=wp.vec3), keys: wp.array(dtype=wp.int64)): ...  # fmt: skip
 
     @wp.func_native(_WOOP_HIT)
     def woop_hit(start: wp.vec3, dir: wp.vec3, a: wp.vec3, b: wp.vec3, c: wp.vec3, k: int, bary_out: wp.array(dtype=wp.vec3),
@@ -127,25 +146,32 @@ def _warp():
         points: wp.array(dtype=wp.vec3), origin: wp.vec3, R: wp.mat33, fx: float, fy: float, cx: float, cy: float,
         uvz: wp.array(dtype=wp.vec3), bounds: wp.array(dtype=float),
     ):  # fmt: skip
+        # Pixel coordinates (u, v) and depth z of each vertex; z = -1 marks a vertex whose
+        # projection is not trusted to well under the margin: at or behind the camera plane, or
+        # projected beyond _FAR_PX (float32 error grows with |u|).
         i = wp.tid()
         a = R * (points[i] - origin)
         z = a[2]
+        u = float(0.0)
+        v = float(0.0)
         if z > 1.0e-6:
             u = fx * a[0] / z + cx
             v = fy * a[1] / z + cy
+        if z > 1.0e-6 and wp.abs(u) <= _FAR_PX and wp.abs(v) <= _FAR_PX:
             uvz[i] = wp.vec3(u, v, z)
             wp.atomic_min(bounds, 0, u)
             wp.atomic_max(bounds, 1, u)
             wp.atomic_min(bounds, 2, v)
             wp.atomic_max(bounds, 3, v)
         else:
-            uvz[i] = wp.vec3(0.0, 0.0, z)
+            uvz[i] = wp.vec3(0.0, 0.0, -1.0)
             wp.atomic_add(bounds, 4, 1.0)
 
     @wp.kernel
     def pinhole_triangle_kernel(
         points: wp.array(dtype=wp.vec3), tris: wp.array(dtype=wp.vec3i), uvz: wp.array(dtype=wp.vec3), origin: wp.vec3,
-        i0: int, i1: int, j0: int, j1: int, dirs: wp.array(dtype=wp.vec3), max_t: float, keys: wp.array(dtype=wp.int64),
+        i0: int, i1: int, j0: int, j1: int, margin: float, dirs: wp.array(dtype=wp.vec3), max_t: float,
+        keys: wp.array(dtype=wp.int64),
     ):  # fmt: skip
         f = wp.tid()
         tri = tris[f]
@@ -153,46 +179,29 @@ def _warp():
         b = uvz[tri[1]]
         c = uvz[tri[2]]
         # Pixel centres the triangle can cover: the box of its projected corners, widened by a
-        # margin far above float32 error. A triangle reaching behind the camera plane may cover any.
+        # margin far above float32 error. A triangle with an untrusted corner may cover any.
         lo_j = j0
         hi_j = j1
         lo_i = i0
         hi_i = i1
         # Pixel centres farther than the margin outside one of the projected edges are skipped
-        # too (edge functions: s * e >= -margin * edge length inside). Off for triangles crossing
-        # the camera plane and for projected slivers.
+        # too (edge functions: s * e >= -margin * edge length inside). Off for such triangles and
+        # for projected slivers.
         s = float(0.0)
-        if wp.min(a[2], wp.min(b[2], c[2])) > 1.0e-6:
-            lo_j = wp.max(int(wp.ceil(wp.min(a[0], wp.min(b[0], c[0])) - 0.5 - _MARGIN_PX)), j0)
-            hi_j = wp.min(int(wp.floor(wp.max(a[0], wp.max(b[0], c[0])) - 0.5 + _MARGIN_PX)), j1)
-            lo_i = wp.max(int(wp.ceil(wp.min(a[1], wp.min(b[1], c[1])) - 0.5 - _MARGIN_PX)), i0)
-            hi_i = wp.min(int(wp.floor(wp.max(a[1], wp.max(b[1], c[1])) - 0.5 + _MARGIN_PX)), i1)
+        if wp.min(a[2], wp.min(b[2], c[2])) > 0.0:
+            lo_j = wp.max(int(wp.ceil(wp.min(a[0], wp.min(b[0], c[0])) - 0.5 - margin)), j0)
+            hi_j = wp.min(int(wp.floor(wp.max(a[0], wp.max(b[0], c[0])) - 0.5 + margin)), j1)
+            lo_i = wp.max(int(wp.ceil(wp.min(a[1], wp.min(b[1], c[1])) - 0.5 - margin)), i0)
+            hi_i = wp.min(int(wp.floor(wp.max(a[1], wp.max(b[1], c[1])) - 0.5 + margin)), i1)
             area2 = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
             if wp.abs(area2) > 1.0e-3:
                 s = wp.sign(area2)
         if lo_i <= hi_i and lo_j <= hi_j:
-            p = points[tri[0]]
-            q = points[tri[1]]
-            r = points[tri[2]]
-            tol0 = -_MARGIN_PX * wp.sqrt((b[0] - a[0]) * (b[0] - a[0]) + (b[1] - a[1]) * (b[1] - a[1]))
-            tol1 = -_MARGIN_PX * wp.sqrt((c[0] - b[0]) * (c[0] - b[0]) + (c[1] - b[1]) * (c[1] - b[1]))
-            tol2 = -_MARGIN_PX * wp.sqrt((a[0] - c[0]) * (a[0] - c[0]) + (a[1] - c[1]) * (a[1] - c[1]))
-            roi_w = j1 - j0 + 1
-            for i in range(lo_i, hi_i + 1):
-                y = float(i) + 0.5
-                for j in range(lo_j, hi_j + 1):
-                    x = float(j) + 0.5
-                    inside = True
-                    if s != 0.0:
-                        e0 = s * ((b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]))
-                        e1 = s * ((c[0] - b[0]) * (y - b[1]) - (c[1] - b[1]) * (x - b[0]))
-                        e2 = s * ((a[0] - c[0]) * (y - c[1]) - (a[1] - c[1]) * (x - c[0]))
-                        inside = e0 >= tol0 and e1 >= tol1 and e2 >= tol2
-                    if inside:
-                        k = (i - i0) * roi_w + (j - j0)
-                        key = woop_key(origin, dirs[k], p, q, r, f, max_t)
-                        if key >= wp.int64(0):
-                            wp.atomic_min(keys, k, key)
+            tol0 = -margin * wp.length(wp.vec2(b[0] - a[0], b[1] - a[1]))
+            tol1 = -margin * wp.length(wp.vec2(c[0] - b[0], c[1] - b[1]))
+            tol2 = -margin * wp.length(wp.vec2(a[0] - c[0], a[1] - c[1]))
+            scan_box(lo_i, hi_i, lo_j, hi_j, i0, j0, j1 - j0 + 1, s, a, b, c, tol0, tol1, tol2, origin,
+                     points[tri[0]], points[tri[1]], points[tri[2]], f, max_t, dirs, keys)  # fmt: skip
 
     @wp.kernel
     def pinhole_resolve_kernel(
@@ -385,15 +394,18 @@ class RayCaster:
         if self._tris is None:
             self._tris = wp.array(self.faces, dtype=wp.vec3i, device=dev)
             self._uvz = wp.empty(nv, dtype=wp.vec3, device=dev)
+        # Float32 rounding moves a projected point or a ray's hit by about 1e-6 * fx pixels (and
+        # by 1e-7 * |u| through u itself, hence _FAR_PX): the margin stays 10x above that.
+        margin = max(_MARGIN_PX, 1e-5 * max(fx, fy))
         bounds = wp.array(np.array([np.inf, -np.inf, np.inf, -np.inf, 0.0], dtype=np.float32), dtype=float, device=dev)
         wp.launch(project, dim=nv, inputs=[self._points, o, Rw, *f32], outputs=[self._uvz, bounds], device=dev)
         # The pixels the mesh may cover: the box of the projected vertices (what every triangle's
-        # own box lies in), or the whole image if a vertex is at or behind the camera plane.
+        # own box lies in), or the whole image if a vertex's projection is not trusted.
         u0, u1, v0, v1, behind = bounds.numpy().astype(np.float64)
         if behind > 0:
             i0, i1, j0, j1 = 0, height - 1, 0, width - 1
         else:
-            m = 2 * _MARGIN_PX
+            m = 2 * margin
             j0, j1 = max(int(np.ceil(u0 - 0.5 - m)), 0), min(int(np.floor(u1 - 0.5 + m)), width - 1)
             i0, i1 = max(int(np.ceil(v0 - 0.5 - m)), 0), min(int(np.floor(v1 - 0.5 + m)), height - 1)
             if j1 < j0 or i1 < i0:
@@ -406,7 +418,7 @@ class RayCaster:
         dirs = wp.empty(npx, dtype=wp.vec3, device=dev)
         keys = wp.empty(npx, dtype=wp.int64, device=dev)
         wp.launch(setup, dim=npx, inputs=[Rw, roi_w, rx, ry], outputs=[dirs, keys], device=dev)
-        wp.launch(per_triangle, dim=len(self.faces), inputs=[self._points, self._tris, self._uvz, o, i0, i1, j0, j1, dirs, float(max_t)],
+        wp.launch(per_triangle, dim=len(self.faces), inputs=[self._points, self._tris, self._uvz, o, i0, i1, j0, j1, float(margin), dirs, float(max_t)],
                   outputs=[keys], device=dev)  # fmt: skip
         arrays = ((depth, float), (face, int), (bary, wp.vec3), (normal, wp.vec3))
         # on the CPU the kernel writes straight into the numpy arrays

@@ -116,3 +116,10 @@ def test_body_truth_equals_per_pixel_mapping(template):
     assert np.array_equal(truth.template_bary[m], b)
     assert (truth.template_face[~m] == -1).all() and (truth.template_vertex[~m] == -1).all() and not truth.template_bary[~m].any()
     assert truth.template_face.dtype == np.int32 and truth.template_bary.dtype == np.float32
+
+
+def test_shards_same_bytes_with_worker_processes(tmp_path):
+    """Worker processes (torch on one thread each) write the same bytes as the main process."""
+    one = generate_shards(tmp_path / "one", "train", 8, TINY, seed=2, shard_size=4, progress=False)
+    two = generate_shards(tmp_path / "two", "train", 8, TINY, seed=2, shard_size=4, workers=2, progress=False)
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -142,6 +143,24 @@ class PoseSource:
         return np.concatenate([self(1, r) for r in rngs]) if rngs else np.zeros((0, self.model.num_bones, 4, 4), np.float32)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run torch on ``n`` threads inside the block. The Anny forward's float rounding can depend
+    on torch's threading, so the engine fixes it (one thread: also no oversubscription when one
+    worker process runs per core). Setting threads at process start instead (before Anny is
+    loaded) changed the bytes, so worker processes are left as they start."""
+    import torch
+
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
 # Bodies are posed in aligned blocks of this many (one batched pose sampling and Anny forward per
 # block). A body's vertices depend on its block only, never on the order bodies are asked for;
 # changing this constant changes the generated data in the last float bits (Anny's batched
@@ -176,7 +195,8 @@ class ViewGenerator:
         phen_of = {i: sample_identity(self.split, int(i), self.seed, self.config.population).phenotypes for i in np.unique(idents)}
         phen = np.stack([phen_of[i] for i in idents])
         pose = self.poses.each([identity_rng(self.split, b, self.seed + 1_000_003) for b in bodies])
-        verts = self.model(phen, pose).vertices
+        with _torch_threads(1):
+            verts = self.model(phen, pose).vertices
         for v in verts:  # stand on the ground at the origin: feet at z = 0, centred in x, y
             v -= np.array([*v[:, :2].mean(0), v[:, 2].min()], dtype=np.float32)
         return k, verts, phen, idents

@@ -173,6 +173,10 @@ class ViewGenerator:
 
     Body ``b`` is pose ``b % poses_per_identity`` of identity ``b // poses_per_identity``; its
     views are ``b * views_per_body ...``. One generator holds one ray caster: use one per process.
+
+    Speed: bodies are posed a block of :data:`POSE_BLOCK` at a time (one batched pose sampling
+    and Anny forward; the last block is kept), so ask for bodies in increasing order; views are
+    rendered by :meth:`RayCaster.cast_pinhole` (no BVH). About 8 ms of CPU per 256x256 view.
     """
 
     def __init__(self, config: ViewConfig, split: Split, seed: int = 0, pose_kind: Literal["sampler", "rest"] = "sampler"):

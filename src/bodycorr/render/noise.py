@@ -118,14 +118,15 @@ def add_depth_noise(frame: Frame, config: DepthNoiseConfig, rng: np.random.Gener
     if config.grazing_deg < 90:
         u = _uniform(rng, h, w, box)
         k = frame.camera.intrinsics
-        x = (np.arange(box[1].start, box[1].stop) + 0.5 - k.cx) / k.fx
-        y = (np.arange(box[0].start, box[0].stop) + 0.5 - k.cy) / k.fy
-        nb = frame.normal[box]
-        dot = nb[..., 0] * x[None, :] + nb[..., 1] * y[:, None] + nb[..., 2]
-        cosang = np.abs(dot) / np.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + 1.0)
+        ii, jj = np.nonzero(mask)
+        x = (jj + (box[1].start + 0.5) - k.cx) / k.fx
+        y = (ii + (box[0].start + 0.5) - k.cy) / k.fy
+        nb = frame.normal[box][ii, jj]
+        dot = nb[:, 0] * x + nb[:, 1] * y + nb[:, 2]
+        cosang = np.abs(dot) / np.sqrt(x**2 + y**2 + 1.0)
         ang = np.degrees(np.arccos(np.clip(cosang, 0, 1)))
         p = 1.0 / (1.0 + np.exp(-(ang - config.grazing_deg) / 3.0))
-        drop |= mask & (u < p)
+        drop[ii, jj] = u[ii, jj] < p
     edge = mask & ~_shift_and(mask)
     drop |= edge & (_uniform(rng, h, w, box) < config.edge_dropout)
     n_holes = rng.poisson(config.holes) if config.holes > 0 else 0
@@ -168,5 +169,5 @@ def add_depth_noise(frame: Frame, config: DepthNoiseConfig, rng: np.random.Gener
     out_face[box] = face
     for out, a in ((out_bary, frame.bary), (out_normal, frame.normal)):
         out[box] = a[box]
-        out[box][lost] = 0.0
+        np.copyto(out[box], 0.0, where=lost[..., None])
     return replace(frame, depth=out_depth, face=out_face, bary=out_bary, normal=out_normal)

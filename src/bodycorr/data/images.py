@@ -227,7 +227,7 @@ class ImageViewGenerator:
         if n not in self._casters:
             nv = self.coords.num_vertices
             faces = np.concatenate([self.faces + k * nv for k in range(n)])
-            self._casters[n] = RayCaster(verts, faces)
+            self._casters[n] = RayCaster(verts, faces, bvh=False)  # pinhole rendering needs no BVH
         else:
             self._casters[n].update(verts)
         return self._casters[n]
@@ -303,7 +303,7 @@ class ImageViewGenerator:
             cam = random_camera(scene, Intrinsics.square(cfg.size), centre, cfg.distance_range, cfg.elevation_deg)
             cam = Camera(crop_intrinsics(frame_pts, cam, cfg.size, scene.uniform(*cfg.fill), scene), cam.R, cam.t)
             people = [main] + (self._extras(crowd_rng, main.vertices, ident, cam) if crowd else [])
-            frame = render(self._caster(people), cam)
+            frame = render(self._caster(people), cam, "pinhole")
             light, bg = sample_lighting(look_rng), sample_background(look_rng, cfg.size)
             out.append(self._compose(post_rng, frame, people, light, bg, occlude, cfg.colour_jitter, ident, b, upper))
         return out
@@ -352,7 +352,7 @@ class ImageViewGenerator:
         cam = Camera(crop_intrinsics(allpts, cam, cfg.size, cfg.fill[1]), cam.R, cam.t)
         light = sample_lighting(rng)
         bg = sample_background(rng, cfg.size)  # a static scene: the same background every frame
-        return [self._compose(rng, render(self._caster([p]), cam), [p], light, bg, False, 0.0, index, k, False)
+        return [self._compose(rng, render(self._caster([p]), cam, "pinhole"), [p], light, bg, False, 0.0, index, k, False)
                 for k, p in enumerate(people)]  # fmt: skip
 
 

@@ -151,6 +151,35 @@ def test_unfolded_graph_matches_the_mmp_graph(shape):
     assert solver.params() != GeodesicSolver(mesh, "graph").params()
 
 
+def test_recorded_strips_serve_a_deformed_shape_like_the_full_search():
+    """Strips recorded on one shape and unfolded on another (the fast path for many shapes of one
+    topology) beside the full unfolding search on that shape, and both beside plain Dijkstra rows."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    ref = bumpy_mesh(14)
+    x, y, z = ref.vertices.T
+    bent = Mesh(np.c_[1.1 * x, 0.9 * y + 0.4 * x**2, z * (1 + 2 * x) + 0.3 * y**2], ref.faces, "bent")
+    fresh = geo.KRingPattern(ref.faces, ref.num_vertices)
+    recorded = geo.KRingPattern(ref.faces, ref.num_vertices)
+    recorded.record_strips(ref.vertices, cache=False)
+    assert len(recorded.strips["pair"]) >= len(recorded.s) * 0.9
+    slow = geo.kring_graph_unfolded(bent, pattern=fresh)
+    fast = geo.kring_graph_unfolded(bent, pattern=recorded)
+    assert np.all(fast["w"] >= slow["w"] * (1 - 1e-9))  # strips that still hold are surface paths
+    assert np.mean(np.abs(fast["w"] - slow["w"]) <= 1e-9 * slow["w"]) > 0.98
+    n = bent.num_vertices
+
+    def rows(g):
+        w = np.r_[g["w"], g["w"]]
+        return dijkstra(csr_matrix((w, (np.r_[g["s"], g["t"]], np.r_[g["t"], g["s"]])), shape=(n, n)), indices=np.arange(0, n, 5))
+
+    a, b = rows(fast), rows(slow)
+    assert np.all(a >= b * (1 - 1e-9)) and np.mean((a - b)[b > 0] / b[b > 0]) < 1e-4
+    same = geo.kring_graph_unfolded(ref, pattern=recorded)  # on its own shape: the full search's graph
+    np.testing.assert_allclose(same["w"], geo.kring_graph_unfolded(ref, pattern=fresh)["w"], rtol=1e-9)
+
+
 def test_geodesic_distance_one_shot():
     mesh = grid_mesh()
     v = mesh.vertices

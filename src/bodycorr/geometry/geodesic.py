@@ -311,6 +311,7 @@ class KRingPattern:
         self.he_across = np.where(opp >= 0, nxt[np.maximum(opp, 0)], -1)  # crossing h: the next state
         o2 = opp[nxt]
         self.he_across_next = np.where(o2 >= 0, nxt[np.maximum(o2, 0)], -1)  # crossing nxt[h]
+        self.strips: dict[str, np.ndarray] | None = None  # see record_strips
 
     def check(self, mesh: Mesh) -> None:
         if mesh.num_vertices != self.n or mesh.faces.shape != self.faces.shape or not np.array_equal(mesh.faces, self.faces):
@@ -323,9 +324,70 @@ class KRingPattern:
         lengths = el[self.walk_edges].sum(1)
         return np.minimum.reduceat(lengths, self.walk_start) if lengths.size else np.zeros(0)
 
+    def record_strips(self, reference: np.ndarray, tol: float = 0.05, slack: float = 1.05, cache: bool = True) -> None:
+        """Remember, from one shape of the topology (``reference`` vertices), the strips of triangles
+        that :func:`kring_graph_unfolded` finds for each pair: for other shapes it then unfolds
+        only those (and runs the full search just from the sources of pairs none of them serves).
+
+        Kept: every strip found within ``slack`` of its pair's shortest, including vertices up to
+        ``tol`` (relative) outside their wedge, so that a strip whose line passes close to a vertex
+        on the reference still serves when the vertex moves a little. Cached on disk (a few MB).
+        """
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.shape != (self.n, 3):
+            raise BodycorrError(f"geodesics: reference vertices {ref.shape} for a pattern of {self.n} vertices.")
+
+        def build() -> dict[str, np.ndarray]:
+            ub = self.upper_bounds(ref)
+            first = np.r_[True, self.s[1:] != self.s[:-1]]
+            radius = np.maximum.reduceat(ub, np.flatnonzero(first)) * slack * (1 + 1e-9)
+            a, b, d, h0, bits, length = _strip_distances(self, ref, self.s[first], radius, 3 * self.rings + 1, True, tol)
+            key = np.minimum(a, b) * self.n + np.maximum(a, b)
+            pos = np.minimum(np.searchsorted(self.key, key), self.key.size - 1)
+            i = np.flatnonzero((self.key[pos] == key) & (a < b))  # strips run from the pair's first vertex
+            best = ub.copy()
+            np.minimum.at(best, pos[i], d[i])
+            i = i[d[i] <= best[pos[i]] * slack]
+            return {"pair": pos[i], "h0": h0[i], "bits": bits[i], "length": length[i]}
+
+        if cache:
+            key = content_hash("geodesic_strips", _ALGO_VERSION, ref, self.faces, self.rings, float(tol), float(slack))
+            self.strips = cached_arrays("geodesic_strips", key, build)
+        else:
+            self.strips = build()
+
+
+def _fan(p: KRingPattern, V: np.ndarray, elen: np.ndarray, h0: np.ndarray):
+    """The first face (u, A, B) of each half-edge ``h0`` = u -> A unfolded: u at the origin, A on +x."""
+    u, hab = p.he_start[h0], p.he_next[h0]
+    A, B = p.he_end[h0], p.he_end[hab]
+    la, lb = elen[h0], elen[p.he_next[hab]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosa = np.einsum("ij,ij->i", V[A] - V[u], V[B] - V[u]) / (la * lb)
+    sina = np.sqrt(np.maximum(1 - cosa * cosa, 0))
+    return u, A, la, p.he_across[hab], la, np.zeros_like(la), lb * cosa, lb * sina
+
+
+def _unfold_step(end, nxt, elen, h, px, py, qx, qy, rx, ry, lx, ly, tol=1e-9):
+    """Unfold the far vertex C of the face entered by state ``h`` (the half-edge P -> C) given the
+    crossed edge's ends P (right) and Q (left) and the wedge's right/left rays: C's position, the
+    cross products that place C against the rays, and whether C is inside the wedge."""
+    lpc, lqc = elen[h], elen[nxt[h]]
+    ex, ey = qx - px, qy - py
+    l2 = ex * ex + ey * ey
+    x = (lpc * lpc - lqc * lqc + l2) / (2 * l2)  # C in the edge's frame, in units of its length
+    y = np.sqrt(np.maximum(lpc * lpc / l2 - x * x, 0))
+    cx = px + x * ex + y * ey  # (ey, -ex): the side away from the source
+    cy = py + x * ey - y * ex
+    cr = rx * cy - ry * cx  # >= 0: C is left of (or on) the right ray
+    cl = cx * ly - cy * lx  # >= 0: C is right of (or on) the left ray
+    nc = np.hypot(cx, cy)
+    inside = (cr >= -tol * nc * np.hypot(rx, ry)) & (cl >= -tol * nc * np.hypot(lx, ly))
+    return cx, cy, cr, cl, nc, inside
+
 
 def _strip_distances(p: KRingPattern, vertices: np.ndarray, sources: np.ndarray, radius: np.ndarray,
-                     max_depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+                     max_depth: int, record: bool = False, tol: float = 1e-9) -> tuple[np.ndarray, ...]:  # fmt: skip
     """Straight-line distances from each source vertex through strips of triangles, unfolded into
     the plane: candidate triples ``(source, vertex, length)`` (a pair may repeat; keep the minimum).
 
@@ -335,61 +397,93 @@ def _strip_distances(p: KRingPattern, vertices: np.ndarray, sources: np.ndarray,
     bound on the geodesic and equal to it when the geodesic passes through no vertex. Wedges stop
     at a boundary, after ``max_depth`` faces, or beyond the source's ``radius``. Geodesics through
     a vertex (saddles, boundaries) are not found here: the graph joins them through that vertex.
+
+    ``record``: also return each candidate's strip (first half-edge, turn bits, faces crossed) for
+    :func:`_strip_lengths`; ``tol``: how far outside its wedge (relative) a vertex may be and still
+    count (recording near-misses lets a strip serve a slightly different shape).
     """
     V = np.asarray(vertices, dtype=np.float64)
-    start, end, nxt = p.he_start, p.he_end, p.he_next
-    elen = np.linalg.norm(V[end] - V[start], axis=1)
+    end, nxt = p.he_end, p.he_next
+    elen = np.linalg.norm(V[end] - V[p.he_start], axis=1)
     r = np.zeros(p.n)
     r[sources] = radius
     is_src = np.zeros(p.n, bool)
     is_src[sources] = True
-    h0 = np.flatnonzero(is_src[start])  # u -> A in face (u, A, B)
-    u, hab = start[h0], nxt[h0]
-    A, B = end[h0], end[hab]
-    la, lb = elen[h0], elen[nxt[hab]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cosa = np.einsum("ij,ij->i", V[A] - V[u], V[B] - V[u]) / (la * lb)
-    sina = np.sqrt(np.maximum(1 - cosa * cosa, 0))
-    out = [(u, A, la)]  # mesh edges are exact
+    h0 = np.flatnonzero(is_src[p.he_start])  # u -> A in face (u, A, B)
+    u, A, la, h1, px, py, qx, qy = _fan(p, V, elen, h0)
+    zero = np.zeros(len(u), np.int64)
+    out = [(u, A, la, h0, zero, zero)]  # mesh edges are exact
     # a state: the half-edge P -> C of the face being entered (P = right end of the crossed edge,
-    # Q = left end, C = far vertex), the unfolded P and Q, the wedge's right/left rays
-    px, py, qx, qy = la, np.zeros_like(la), lb * cosa, lb * sina
-    state = (u, p.he_across[hab], px, py, qx, qy, px, py, qx, qy, r[u])
-    good = (state[1] >= 0) & np.isfinite(qx)
+    # Q = left end, C = far vertex), the unfolded P and Q, the wedge's right/left rays; the strip
+    state = (u, h1, px, py, qx, qy, px, py, qx, qy, r[u], h0, zero)
+    good = (h1 >= 0) & np.isfinite(qx)
     state = tuple(a[good] for a in state)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for _ in range(int(max_depth)):
-            s, h, px, py, qx, qy, rx, ry, lx, ly, ru = state
+        for depth in range(int(max_depth)):
+            s, h, px, py, qx, qy, rx, ry, lx, ly, ru, f0, bits = state
             if s.size == 0:
                 break
-            c = end[h]
-            lpc, lqc = elen[h], elen[nxt[h]]
-            ex, ey = qx - px, qy - py
-            l2 = ex * ex + ey * ey
-            x = (lpc * lpc - lqc * lqc + l2) / (2 * l2)  # C in the edge's frame, in units of its length
-            y = np.sqrt(np.maximum(lpc * lpc / l2 - x * x, 0))
-            cx = px + x * ex + y * ey  # (ey, -ex): the side away from the source
-            cy = py + x * ey - y * ex
-            cr = rx * cy - ry * cx  # >= 0: C is left of (or on) the right ray
-            cl = cx * ly - cy * lx  # >= 0: C is right of (or on) the left ray
-            nc = np.hypot(cx, cy)
-            inside = (cr >= -1e-9 * nc * np.hypot(rx, ry)) & (cl >= -1e-9 * nc * np.hypot(lx, ly))
-            out.append((s[inside], c[inside], nc[inside]))
+            cx, cy, cr, cl, nc, inside = _unfold_step(end, nxt, elen, h, px, py, qx, qy, rx, ry, lx, ly, tol)
+            i = np.flatnonzero(inside)
+            out.append((s[i], end[h[i]], nc[i], f0[i], bits[i], np.full(i.size, depth + 1)))
             lx1, ly1 = np.where(cl >= 0, cx, lx), np.where(cl >= 0, cy, ly)  # across P -> C: (right, min(left, C))
             rx2, ry2 = np.where(cr >= 0, cx, rx), np.where(cr >= 0, cy, ry)  # across C -> Q: (max(right, C), left)
             parts = []
-            for nh, ax, ay, bx, by, wrx, wry, wlx, wly in ((p.he_across[h], px, py, cx, cy, rx, ry, lx1, ly1),
-                                                          (p.he_across_next[h], cx, cy, qx, qy, rx2, ry2, lx, ly)):  # fmt: skip
+            for turn, (nh, ax, ay, bx, by, wrx, wry, wlx, wly) in enumerate(((p.he_across[h], px, py, cx, cy, rx, ry, lx1, ly1),
+                                                                            (p.he_across_next[h], cx, cy, qx, qy, rx2, ry2, lx, ly))):  # fmt: skip
                 sx, sy = bx - ax, by - ay
                 t = np.clip(-(ax * sx + ay * sy) / (sx * sx + sy * sy), 0, 1)
                 ok = (nh >= 0) & ((wrx * wly - wry * wlx) > 1e-12 * np.hypot(wrx, wry) * np.hypot(wlx, wly))
                 ok &= np.hypot(ax + t * sx, ay + t * sy) <= ru  # the whole edge is beyond the radius
                 i = np.flatnonzero(ok)
-                parts.append((s[i], nh[i], ax[i], ay[i], bx[i], by[i], wrx[i], wry[i], wlx[i], wly[i], ru[i]))
+                nb = bits[i] | (turn << depth) if record else bits[i]
+                parts.append((s[i], nh[i], ax[i], ay[i], bx[i], by[i], wrx[i], wry[i], wlx[i], wly[i], ru[i], f0[i], nb))
             state = tuple(np.concatenate(pair) for pair in zip(*parts))
-    a, b, d = (np.concatenate(x) for x in zip(*out))
+    a, b, d, f0, bits, length = (np.concatenate(x) for x in zip(*out))
     fin = np.isfinite(d)
+    if record:
+        return a[fin], b[fin], d[fin], f0[fin], bits[fin], length[fin]
     return a[fin], b[fin], d[fin]
+
+
+def _strip_lengths(p: KRingPattern, vertices: np.ndarray, h0: np.ndarray, bits: np.ndarray,
+                   length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The recorded strips (:func:`_strip_distances` with ``record``) unfolded on ``vertices``: (N,)
+    straight-line length from each strip's source to its end vertex, and whether the line stays
+    inside the strip there (then it is a surface path: an upper bound, exact if it is the geodesic)."""
+    V = np.asarray(vertices, dtype=np.float64)
+    end, nxt = p.he_end, p.he_next
+    elen = np.linalg.norm(V[end] - V[p.he_start], axis=1)
+    _, _, la, h, px, py, qx, qy = _fan(p, V, elen, h0)
+    dist, valid = la.copy(), np.isfinite(la)
+    idx = np.flatnonzero(length > 0)
+    valid[idx] &= (h[idx] >= 0) & np.isfinite(qx[idx])
+    idx = idx[valid[idx]]
+    h, px, py, qx, qy = h[idx], px[idx], py[idx], qx[idx], qy[idx]
+    rx, ry, lx, ly = px, py, qx, qy
+    depth = 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        while idx.size:
+            cx, cy, cr, cl, nc, inside = _unfold_step(end, nxt, elen, h, px, py, qx, qy, rx, ry, lx, ly)
+            last = length[idx] == depth + 1
+            dist[idx[last]] = nc[last]
+            valid[idx[last]] = inside[last]
+            right = ((bits[idx] >> depth) & 1) == 1  # crossed C -> Q (else P -> C)
+            nh = np.where(right, p.he_across_next[h], p.he_across[h])
+            npx, npy = np.where(right, cx, px), np.where(right, cy, py)
+            nqx, nqy = np.where(right, qx, cx), np.where(right, qy, cy)
+            nrx = np.where(right & (cr >= 0), cx, rx)
+            nry = np.where(right & (cr >= 0), cy, ry)
+            nlx = np.where(~right & (cl >= 0), cx, lx)
+            nly = np.where(~right & (cl >= 0), cy, ly)
+            open_ = (nh >= 0) & ((nrx * nly - nry * nlx) > 0)
+            valid[idx[~last & ~open_]] = False
+            keep = ~last & open_
+            idx = idx[keep]
+            h, px, py, qx, qy = nh[keep], npx[keep], npy[keep], nqx[keep], nqy[keep]
+            rx, ry, lx, ly = nrx[keep], nry[keep], nlx[keep], nly[keep]
+            depth += 1
+    return dist, valid & np.isfinite(dist)
 
 
 def kring_graph_unfolded(mesh: Mesh, rings: int = _DEFAULT_RINGS, *, pattern: KRingPattern | None = None,
@@ -397,25 +491,39 @@ def kring_graph_unfolded(mesh: Mesh, rings: int = _DEFAULT_RINGS, *, pattern: KR
     """The ``graph`` method's k-ring graph (pairs ``s < t`` within ``rings`` edge hops) with edge
     lengths from :func:`_strip_distances` instead of MMP: ``{"s", "t", "w"}`` as the cached MMP build.
 
-    Each pair gets the shortest unfolded straight path found between its ends (both directions), or
-    the shortest walk along at most ``rings`` mesh edges when none is (a geodesic through a vertex:
-    Dijkstra then goes through that vertex). Never shorter than the MMP edge. Measured on a posed
-    synthetic-v1 body (13,348 vertices, 248k pairs): 97.3 % of the edges equal MMP's to 1e-9, and
-    Dijkstra rows from 100 sources equal those on the MMP graph to 1e-7 on average (at most 0.11 %
-    longer), in 1.8 s instead of 16.5 s (one process, load ~5 on 2 cores). ``max_depth`` (faces a
-    wedge crosses; default ``3 * rings + 1``) gave the same rows as 14 there; 8 was 0.69 % off at most.
-    ``pattern``: the topology's :class:`KRingPattern` when several meshes share it.
+    Each pair gets the shortest unfolded straight path found between its ends, or the shortest walk
+    along at most ``rings`` mesh edges when none is (a geodesic through a vertex: Dijkstra then goes
+    through that vertex). Never shorter than the MMP edge. Measured on a posed synthetic-v1 body
+    (13,348 vertices, 248k pairs): 97.3 % of the edges equal MMP's to 1e-9, and Dijkstra rows from
+    100 sources equal those on the MMP graph to 1e-7 on average (at most 0.11 % longer), in 1.8 s
+    instead of 16.5 s (one process, load ~5 on 2 cores). ``max_depth`` (faces a wedge crosses;
+    default ``3 * rings + 1``) gave the same rows as 14 there; 8 was 0.69 % off at most.
+
+    ``pattern``: the topology's :class:`KRingPattern` when several meshes share it. If its strips
+    were recorded (:meth:`KRingPattern.record_strips`, on the template), only those are unfolded,
+    and the full search runs from the sources of the ~5 % of pairs none of them serves (a strip
+    whose line leaves it on this shape): on three posed bodies 99.95 % of the edges equal the full
+    search's and rows are at most 0.02 % longer (1e-8 on average), in ~0.9 s instead of ~1.8 s.
     """
     mesh.require_faces()
     p = pattern if pattern is not None else KRingPattern(mesh.faces, mesh.num_vertices, rings)
     p.check(mesh)
+    depth = 3 * p.rings + 1 if max_depth is None else max_depth
     ub = p.upper_bounds(mesh.vertices)
     w = ub.copy()
-    if ub.size:
-        src_first = np.r_[True, p.s[1:] != p.s[:-1]]
-        sources = p.s[src_first]
-        radius = np.maximum.reduceat(ub, np.flatnonzero(src_first)) * (1 + 1e-9)
-        a, b, d = _strip_distances(p, mesh.vertices, sources, radius, 3 * p.rings + 1 if max_depth is None else max_depth)
+    if not ub.size:
+        return {"s": p.s.astype(np.int64), "t": p.t.astype(np.int64), "w": w}
+    todo = np.ones(ub.size, bool)  # pairs the full search must look for
+    if p.strips is not None:
+        st = p.strips
+        d, ok = _strip_lengths(p, mesh.vertices, st["h0"], st["bits"], st["length"])
+        np.minimum.at(w, st["pair"][ok], d[ok])
+        todo[st["pair"][ok]] = False
+    if todo.any():
+        src = p.s[todo]
+        first = np.r_[True, src[1:] != src[:-1]]
+        radius = np.maximum.reduceat(ub[todo], np.flatnonzero(first)) * (1 + 1e-9)
+        a, b, d = _strip_distances(p, mesh.vertices, src[first], radius, depth)
         key = np.minimum(a, b) * p.n + np.maximum(a, b)
         pos = np.minimum(np.searchsorted(p.key, key), p.key.size - 1)
         hit = p.key[pos] == key

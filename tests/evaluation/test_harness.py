@@ -362,13 +362,33 @@ def test_synthetic_suite_still_evaluates(tiny_model):
     from bodycorr.evaluation.synthetic import SuiteEvalConfig, evaluate_suite, format_table
     from bodycorr.matching.pipeline import load_extractor
 
-    cfg = SuiteEvalConfig(kinds=("partial-full",), noise=("clean",), views=4, max_pairs=1)
+    cfg = SuiteEvalConfig(kinds=("partial-full",), noise=("clean",), views=4, max_pairs=1, geodesic="template")
     res = evaluate_suite(load_extractor(str(tiny_model)), cfg, progress=False)
     assert set(res["groups"]) == {"partial-full/inter/clean", "partial-full/intra/clean"}
     g = res["groups"]["partial-full/inter/clean"]
     assert g["pairs"] == 1 and g["points"] > 1000 and g["flip_share_of_gross_pct"] is not None
     assert "partial-full/inter/clean" in format_table(res)
     assert len(res["_per_pair"]["partial-full/inter/clean"]) == 1
+    assert res["meta"]["geodesic"].startswith("template")
+
+
+@pytest.mark.slow
+def test_synthetic_suite_on_each_targets_own_surface(tiny_model):
+    """The default: graph geodesics on each target, at a shared subset of truth vertices."""
+    from bodycorr.evaluation.synthetic import SuiteEvalConfig, evaluate_suite
+    from bodycorr.matching.pipeline import load_extractor
+
+    ext = load_extractor(str(tiny_model))
+    base = dict(kinds=("full-full", "partial-full"), noise=("clean",), views=4, max_pairs=1, points=60)
+    own = evaluate_suite(ext, SuiteEvalConfig(**base), progress=False)
+    tab = evaluate_suite(ext, SuiteEvalConfig(**base, geodesic="template"), progress=False)
+    assert "own surface" in own["meta"]["geodesic"] and "60 of the 13348 truth vertices" in own["meta"]["geodesic"]
+    assert own["meta"]["truth_points"] == 60 and own["meta"]["geodesic_rows"]["targets"] == 2
+    ff = own["groups"]["full-full/inter/clean"]
+    assert ff["points"] == 60 and 0 < own["groups"]["partial-full/inter/clean"]["points"] < 60
+    assert tab["groups"]["full-full/inter/clean"]["points"] == 60  # template: per-pair subsets of the same size
+    # the same matches measured two ways: close, not equal
+    assert ff["AE_cm"] == pytest.approx(tab["groups"]["full-full/inter/clean"]["AE_cm"], rel=0.3)
 
 
 # ------------------------------------------------------------------------------------------------

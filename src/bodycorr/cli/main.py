@@ -94,7 +94,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
     else:
         from bodycorr.evaluation.synthetic import SyntheticPairSuite
 
-        suite = SyntheticPairSuite(a.suite, a.max_pairs)
+        suite = SyntheticPairSuite(a.suite, a.max_pairs, geodesic=a.geodesic)
     specs = ([a.model] if a.model or not a.compare else []) + list(a.compare or [])
     cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")), max_points=a.points, seed=a.seed,
                         workers=a.workers)  # fmt: skip
@@ -205,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--symmetry", metavar="FILE", help="left/right map: mirror vertex per vertex (registrations) or per reference point")
     b.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"], help="units of the mesh files")
     b.add_argument("--up", default="auto", help="up axis of the folder's meshes (x, y, z, -y, ...; default: longest axis)")
-    b.add_argument("--geodesic", default="graph", choices=["graph", "heat"], help="geodesics on each target (default graph)")
+    b.add_argument("--geodesic", default="graph", choices=["graph", "heat", "template"],
+                   help="geodesics on each target's own surface: graph (default) or heat; synthetic suite: only the source "
+                        "points whose truth is one of --points shared truth vertices (default 250; 0 = all, slow) are "
+                        "evaluated; 'template' (synthetic only): every point, template table scaled to each target (fast, approximate)")  # fmt: skip
     b.add_argument("--points", type=int, help="evaluated source points per pair (0 = all; default 2000 for folders, all for synthetic)")
     b.add_argument("--model", help="model file (default: the shipped model; with --compare: listed first)")
     b.add_argument("--compare", nargs="+", metavar="METHOD",

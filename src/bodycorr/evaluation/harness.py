@@ -29,11 +29,15 @@ over the truth set), in cm. A match on a pixel without truth (a flying pixel) or
 connected component counts as :data:`PENALTY_M` (1 m).
 
 For speed only a deterministic random subset of the source points with truth is evaluated
-(``HarnessConfig.max_points``, 2000 for folders; the synthetic suite evaluates all): the subset is
-drawn from ``(seed, number of candidate points)``, the same for every method, so geodesics are
-needed from at most that many truth vertices per pair; their rows are computed once per pair for
-all methods, and cached per target surface (for same-topology full sources the subset is the same
-vertex set for every pair, so rows are reused across pairs).
+(``HarnessConfig.max_points``, 2000 for folders): the subset is drawn from ``(seed, number of
+candidate points)``, the same for every method, so geodesics are needed from at most that many
+truth vertices per pair; their rows are computed once per pair for all methods, and cached per
+target surface (for same-topology full sources the subset is the same vertex set for every pair,
+so rows are reused across pairs). A suite may instead mark a fixed set of reference points
+(:meth:`PairSuite.truth_subset`): every pair then evaluates exactly its source points whose truth
+is marked, so each target needs rows from those few points only (the synthetic suite on each
+target's own surface: ``max_points`` marked vertices, see :mod:`bodycorr.evaluation.synthetic`);
+``meta["truth_points"]`` records how many.
 
 Flips (left/right): the match is nearer the mirror of the truth than the truth, and the truth is
 at least :data:`FLIP_MIN_M` from its mirror. Computed as ``d(truth, sym(match)) < d(truth, match)``
@@ -60,9 +64,13 @@ Speed (issue #4; nothing here changes a reported figure)
   pay for starting workers (:data:`PREFETCH_MIN_WORK`) are described in this process.
 * :class:`ModelMethod` matches with one nearest-neighbour search (``bodycorr match`` also searches
   backwards for its mutual flags, which the harness does not use).
-* Geodesics: a suite with a ``distances`` lookup (the synthetic suite's stored table) is read
+* Geodesics: a suite with a ``distances`` lookup (the synthetic suite's rows or table) is read
   only at the (truth, match) entries needed, instead of fetching whole rows (for a full-full pair,
-  13k rows = 0.7 GB of float32 per pair).
+  13k rows = 0.7 GB of float32 per pair). A suite's costly per-surface geodesic work
+  (:meth:`PairSuite.geodesic_task`: the synthetic suite's rows on each target, ~3 s each) is shared
+  between the describe workers and this process: this process does the next one whenever it
+  would otherwise wait for a description, the workers take them from the last surface back once
+  all descriptions are done, and each is done once (a shared claim per surface).
 * The 2-ring chord graph's structure is built once per topology (:class:`_RingPattern`); only
   chord lengths are recomputed per target. The distance to what a target view sees is computed
   once per view.
@@ -206,6 +214,31 @@ class PairSuite:
 
     def geodesics(self, name: str) -> GeodesicRows:
         raise NotImplementedError
+
+    def truth_subset(self, max_points: int, seed: int) -> np.ndarray | None:
+        """A (R,) bool mask over reference ids (vertex ids when ``Surface.ref`` is None), or None.
+
+        None (the default): each pair evaluates a random subset of at most ``max_points`` of its points
+        (:func:`select_points`). A mask: every pair evaluates exactly its source points whose truth
+        is marked, so geodesics are needed from the same few truth points on every target (a suite
+        whose geodesics cost per truth point, such as the synthetic suite on each target's own
+        surface); ``max_points`` then sets how many reference ids the suite marks (0 = all).
+        Called once per run, before the first pair.
+        """
+        return None
+
+    def geodesic_task(self, name: str) -> tuple[Any, tuple] | None:
+        """Optional: a picklable ``(function, args)`` that computes what :meth:`geodesics` of surface
+        ``name`` needs. When shapes are described in worker processes, the harness shares these
+        tasks between the workers (from the last surface back, once the descriptions are done; the
+        result goes to :meth:`take_geodesic`) and the pair loop's process (from the first surface
+        on, whenever it would wait for a description; it calls :meth:`geodesics`), so a costly
+        geodesic precomputation keeps every process busy instead of stalling the pair loop.
+        None (default): nothing to precompute."""
+        return None
+
+    def take_geodesic(self, name: str, result: Any) -> None:
+        """Receives the result of :meth:`geodesic_task` for ``name`` (computed in a worker)."""
 
 
 class RowCache:
@@ -488,9 +521,11 @@ class PairTruth:
 
     def __init__(self, src: EvalShape, tgt: EvalShape, src_surface: Surface, tgt_surface: Surface, tgt_index: _RefIndex,
                  graph: sp.csr_matrix, geodesics: GeodesicRows, max_points: int, seed: int,
-                 dist_seen: np.ndarray | None = None):  # fmt: skip
+                 dist_seen: np.ndarray | None = None, truth_mask: np.ndarray | None = None):  # fmt: skip
         """``dist_seen``: (V,) ``_distance_to_set(graph, seen target vertices)`` when already known
-        (partial targets; it depends only on the target view)."""
+        (partial targets; it depends only on the target view). ``truth_mask``: the suite's
+        :meth:`PairSuite.truth_subset`: only source points whose reference id is marked are
+        evaluated (then ``max_points`` is not applied)."""
         self.tgt, self.tsurf, self.geo = tgt, tgt_surface, geodesics
         v = src.vertex
         ref = np.full(len(v), -1, dtype=np.int64)
@@ -501,10 +536,18 @@ class PairTruth:
         if cand.size == 0:
             raise BodycorrError(f"pair {src.surface}->{tgt.surface}: no source point has a true counterpart on the target. "
                                 "Check that both ground-truth files refer to the same reference points.")  # fmt: skip
+        rep_all = members[cand, 0]
+        if truth_mask is not None:
+            r = ref[cand]
+            marked = cand[r < len(truth_mask)]
+            marked = marked[np.asarray(truth_mask, dtype=bool)[ref[marked]]]
+            if marked.size == 0:
+                raise BodycorrError(f"pair {src.surface}->{tgt.surface}: none of the {int(np.sum(truth_mask))} evaluated truth "
+                                    f"points is among the {cand.size} source points with a counterpart; use more points.")  # fmt: skip
+            cand, max_points = marked, 0
         self.candidates = int(cand.size)
         self.index = select_points(cand, max_points, seed)  # (K,) evaluated source points
         self.members = members[self.index]  # (K, S)
-        rep_all = members[cand, 0]
         self.outside_truth = None
         self.dist_region = None
         if not tgt.partial:
@@ -654,6 +697,7 @@ class _Runner:
         self.skipped: dict[str, int] = {}
         self.seconds = {"describe": 0.0, "match": 0.0, "truth": 0.0, "evaluate": 0.0}  # where the run's time went
         self.prefetch: _Prefetch | None = None
+        self.truth_mask: np.ndarray | None = None  # the suite's shared truth subset (PairSuite.truth_subset)
 
     def shape(self, name: str, partial: bool, noise: str) -> EvalShape:
         key = f"{name} [view, {noise}]" if partial else name
@@ -710,10 +754,17 @@ class _Runner:
         par = [m for m in self.methods if getattr(m, "parallel_prepare", False)]
         if self.config.workers <= 1 or not par:
             return
-        items: list[tuple[int, EvalShape]] = []
+        items: list[tuple] = []
+        geo_items: list[tuple] = []
         seen: set[tuple[str, str]] = set()
+        task_of = getattr(self.suite, "geodesic_task", None)
         for kind, _, noise, pairs in jobs:
             for pair in pairs:
+                if callable(task_of) and ("", pair.target) not in seen:
+                    seen.add(("", pair.target))
+                    task = task_of(pair.target)
+                    if task is not None:
+                        geo_items.append((pair.target, task[0], task[1]))
                 for name, partial in ((pair.source, kind.startswith("partial")), (pair.target, kind.endswith("partial"))):
                     try:
                         shape = self.shape(name, partial, noise)
@@ -726,12 +777,15 @@ class _Runner:
         # starting a worker (torch, the model, the renderer) costs seconds: only for real work
         work = sum(len(sh.scan.points) * (1 if sh.partial else int(getattr(par[i], "views", 1))) for i, sh in items)
         if items and work >= PREFETCH_MIN_WORK:
-            self.prefetch = _Prefetch(par, items, min(self.config.workers, len(items)))
+            self.prefetch = _Prefetch(par, items, min(self.config.workers, len(items)), geo_items)
+            self.prefetch.on_idle = self.suite.geodesics
 
     def run(self, progress: bool) -> BenchmarkResult:
         t_start = time.perf_counter()
         cfg = self.config
         cfg.check()
+        mask = self.suite.truth_subset(self.max_points, cfg.seed) if hasattr(self.suite, "truth_subset") else None
+        self.truth_mask = None if mask is None else np.asarray(mask, dtype=bool)
         groups_in_order = list(dict.fromkeys(p.group for p in self.suite.pairs))
         jobs = []
         for kind in cfg.kinds:
@@ -765,6 +819,8 @@ class _Runner:
                 bar.close()
         meta = dict(self.suite.meta)
         meta.update(points_per_pair=self.max_points, seed=cfg.seed, kinds=list(cfg.kinds), noise=list(cfg.noise))
+        if self.truth_mask is not None:  # every point whose truth is one of these, in every pair
+            meta.update(points_per_pair=None, truth_points=int(self.truth_mask.sum()))
         meta["describe_workers"] = self.prefetch.workers if self.prefetch is not None else 1
         meta["seconds"] = {k: round(v, 2) for k, v in self.seconds.items()}
         meta["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
@@ -785,10 +841,13 @@ class _Runner:
                 self.patterns[topo] = _RingPattern(tsurf.mesh)
             self.graphs[pair.target] = _edge_graph(tsurf.mesh, self.patterns[topo])
         graph = self.graphs[pair.target]
+        got = self.prefetch.geodesic(pair.target) if self.prefetch is not None else None
+        if got is not None and got[2] is None:  # a failed task: geodesics() below computes (and reports) it here
+            self.suite.take_geodesic(pair.target, got[0])
         if tgt.partial and tgt.key not in self.seen:
             self.seen[tgt.key] = _distance_to_set(graph, tgt.vertex[tgt.vertex >= 0])
         truth = PairTruth(src, tgt, ssurf, tsurf, self.indexes[pair.target], graph, self.suite.geodesics(pair.target),
-                          self.max_points, self.config.seed, self.seen.get(tgt.key))  # fmt: skip
+                          self.max_points, self.config.seed, self.seen.get(tgt.key), self.truth_mask)  # fmt: skip
         self.seconds["truth"] += time.perf_counter() - t_truth
         for m in self.methods:
             try:
@@ -824,11 +883,12 @@ class _Known(Exception):
 _WORKER: dict = {}
 
 
-def _prefetch_init(methods: list) -> None:
+def _prefetch_init(methods: list, claims: Any = None) -> None:
     import torch
 
     torch.set_num_threads(1)  # see the module docstring: 1-thread workers beat 2 threads on a busy machine
     _WORKER["methods"] = methods
+    _WORKER["claims"] = claims
 
 
 def _prefetch_task(item: tuple[int, EvalShape]) -> tuple[Any, float, str | None]:
@@ -842,30 +902,103 @@ def _prefetch_task(item: tuple[int, EvalShape]) -> tuple[Any, float, str | None]
     return obj, time.perf_counter() - t0, None
 
 
+def _claim(claims: Any, i: int) -> bool:
+    """Take geodesic task ``i`` (True) unless another process has (False)."""
+    with claims.get_lock():
+        if claims[i]:
+            return False
+        claims[i] = 1
+        return True
+
+
+def _geodesic_task(item: tuple[int, Any, tuple]) -> tuple[Any, float, str | None] | None:
+    """In a worker: a suite's geodesic task ``(index, function, args)``, or None if the pair loop's
+    process has taken it: (result, seconds, None) or (None, seconds, the BodycorrError's message)."""
+    i, fn, args = item
+    if not _claim(_WORKER["claims"], i):
+        return None
+    t0 = time.perf_counter()
+    try:
+        obj = fn(*args)
+    except BodycorrError as e:
+        return None, time.perf_counter() - t0, str(e)
+    return obj, time.perf_counter() - t0, None
+
+
 class _Prefetch:
     """``methods[i].prepare(shape)`` for each ``(i, shape)`` of ``items``, in spawned worker processes,
-    in order; :meth:`take` hands a result over once (waiting for it if needed)."""
+    in order; :meth:`take` hands a result over once (waiting for it if needed).
 
-    def __init__(self, methods: list, items: list[tuple[int, EvalShape]], workers: int):
+    ``geo``: a suite's geodesic tasks ``(surface name, function, args)`` (:meth:`PairSuite.geodesic_task`)
+    in the order the pairs need them, shared between the workers and this process, each done once:
+    the workers take them from the back once every description is done; this process takes them
+    from the front (``on_idle(name)``) whenever it would otherwise wait for a description, and
+    :meth:`geodesic` tells the pair loop whether a worker did a surface's task (its result) or this
+    process must (None).
+    """
+
+    def __init__(self, methods: list, items: list[tuple[int, EvalShape]], workers: int, geo: list[tuple[str, Any, tuple]] = ()):  # fmt: skip
         import multiprocessing
 
+        ctx = multiprocessing.get_context("spawn")
         self.keys = [(methods[i].name, shape.key) for i, shape in items]
         self.pending = set(self.keys)
         self.done: dict[tuple[str, str], tuple[Any, float, str | None]] = {}
         self.workers = int(workers)
-        self.pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_prefetch_init, initargs=(methods,))
+        self.claims = ctx.Array("b", max(len(geo), 1))
+        self.pool = ctx.Pool(workers, initializer=_prefetch_init, initargs=(methods, self.claims))
         self._results = self.pool.imap(_prefetch_task, items)
         self._next = 0
+        self.geo_names = [g[0] for g in geo]
+        self._geo_index = {name: i for i, name in enumerate(self.geo_names)}
+        self._geo_async = {geo[i][0]: self.pool.apply_async(_geodesic_task, ((i, geo[i][1], geo[i][2]),))
+                           for i in reversed(range(len(geo)))}  # fmt: skip
+        self._front = 0
+        self.here: set[str] = set()  # surfaces whose geodesic task this process took
+        self.on_idle = None  # callable(surface name): does that surface's geodesic work in this process
+
+    def _idle(self) -> bool:
+        """Take the next geodesic task from the front and do it here; False if none is left."""
+        while self.on_idle is not None and self._front < len(self.geo_names):
+            i = self._front
+            self._front += 1
+            if _claim(self.claims, i):
+                self.here.add(self.geo_names[i])
+                try:
+                    self.on_idle(self.geo_names[i])
+                except BodycorrError:  # the pair loop asks again and reports it
+                    pass
+                return True
+        return False
 
     def take(self, key: tuple[str, str]) -> tuple[Any, float, str | None] | None:
         """The result for ``(method name, shape key)``, or None if it was not scheduled or was taken."""
+        import multiprocessing
+
         if key not in self.pending:
             return None
         while key not in self.done:
-            self.done[self.keys[self._next]] = next(self._results)
+            try:  # while the description is not ready, do geodesic tasks here
+                got = self._results.next(timeout=0) if self._front < len(self.geo_names) else next(self._results)
+            except multiprocessing.TimeoutError:
+                if not self._idle():
+                    got = next(self._results)
+                else:
+                    continue
+            self.done[self.keys[self._next]] = got
             self._next += 1
         self.pending.discard(key)
         return self.done.pop(key)
+
+    def geodesic(self, name: str) -> tuple[Any, float, str | None] | None:
+        """A worker's result of surface ``name``'s geodesic task (waiting for it if a worker has
+        taken it), or None: this process did or must do it (then taken now, if nobody had)."""
+        if name not in self._geo_index or name in self.here:
+            return None
+        if _claim(self.claims, self._geo_index[name]):
+            self.here.add(name)
+            return None
+        return self._geo_async[name].get()
 
     def close(self) -> None:
         self.pool.terminate()

@@ -222,7 +222,29 @@ def test_geodesic_tasks_are_shared_by_workers_and_the_pair_loop(reg_folder, tmp_
     assert not par.issues and par.meta["describe_workers"] == 2
     targets = {p.target for p in par_suite.pairs}
     # every target's rows came once, from a worker or from the pair loop's process (while it waited)
-    assert sorted(par_suite.received + par_suite.computed) == sorted(targets)
+    assert sorted(par_suite.received + par_suite.computed) == sorted(targets)  # each once
     for g in par.groups:
         for x, y in zip(par.records["tiny"][g], serial.records["tiny"][g], strict=True):
             assert np.array_equal(x.errors.errors_cm, y.errors.errors_cm)
+
+
+def test_prefetch_hands_each_geodesic_result_over_once():
+    from bodycorr.evaluation.harness import _Prefetch
+
+    geo = [(f"s{i}", np.add, (i, 100)) for i in range(4)]
+    pf = _Prefetch([], [], 2, geo)
+    try:
+        for name, *_ in geo:
+            pf._geo_async[name].wait(60)  # the workers take every task (nothing claimed here)
+        got = [pf.geodesic(name) for name, *_ in geo]
+        assert [g[0] for g in got] == [100, 101, 102, 103] and all(g[2] is None for g in got)
+        assert all(pf.geodesic(name) is None for name, *_ in geo)  # asked again: already handed over
+        assert pf.geodesic("unknown") is None
+    finally:
+        pf.close()
+    pf = _Prefetch([], [], 1, geo[:1])
+    try:  # whoever claims it first does it: here (None, the worker skips it) or the worker (its result)
+        here, worker = pf.geodesic("s0"), pf._geo_async["s0"].get(60)
+        assert (here is None and worker is None) or (here is not None and here[0] == worker[0] == 100)
+    finally:
+        pf.close()

@@ -992,11 +992,12 @@ class _Prefetch:
 
     def geodesic(self, name: str) -> tuple[Any, float, str | None] | None:
         """A worker's result of surface ``name``'s geodesic task (waiting for it if a worker has
-        taken it), or None: this process did or must do it (then taken now, if nobody had)."""
+        taken it), the first time a surface is asked for; otherwise None: this process did or must
+        do it (then taken now, if nobody had), or the result was handed over already."""
         if name not in self._geo_index or name in self.here:
             return None
+        self.here.add(name)  # asked once: later pairs of this surface find it with the suite
         if _claim(self.claims, self._geo_index[name]):
-            self.here.add(name)
             return None
         return self._geo_async[name].get()
 

@@ -328,7 +328,7 @@ class SyntheticPairSuite(PairSuite):
 
     def take_geodesic(self, name: str, result: tuple[np.ndarray, float, bool]) -> None:
         rows, seconds, hit = result
-        if self.subset is not None and rows.shape == (len(self.subset), len(self.template_vertices)):
+        if name not in self._rows and self.subset is not None and rows.shape == (len(self.subset), len(self.template_vertices)):
             self._keep(name, rows, seconds, hit, worker=True)
 
     def _keep(self, name: str, rows: np.ndarray, seconds: float, hit: bool, worker: bool) -> SubsetRows:

@@ -21,9 +21,10 @@ mesh, the vertices and the method), so later runs read them instead of computing
 under 20 cm on a posed synthetic-v1 target, where most match errors lie).
 
 ``template``: every point, from the template's all-pairs table scaled by the square root of each
-target's area ratio (the old default; fast, approximate). Against the target's own graph
-geodesics single distances differ by 4.6 % on average (two targets, p95 12 %), by +10 % at short
-range on another; on 800 points of 4 pairs of the shipped model pair means moved by -6.0 % to +0.2 %.
+target's area ratio (the old default; fast, approximate). On the same points as ``graph`` (45
+pairs on 24 targets, all kinds, the shipped model) its pair means were 3.7 % lower on average
+(-14.8 % to +6.8 %; intra pairs -4 to -5 %, inter -2 to -3 %), single errors over 2 cm differed
+by 7.5 % on average (p95 20 %), medians by up to 4 %; flip shares agreed within 0.6 points.
 
 Why a subset (issue #4; 2 cores shared with other jobs, load 2-6 while measuring)
 ---------------------------------------------------------------------------------
@@ -46,7 +47,12 @@ so exact answers for all points need all rows of every target: 13,348 Dijkstra r
 
 So a target costs ~0.9 s (graph) + N x ~6.5 ms (rows), ~2.5 s at N = 250, once: the harness does
 these while it would otherwise wait for descriptions and in its describe workers after them
-(:meth:`~bodycorr.evaluation.harness.PairSuite.geodesic_task`). The subset's own noise, from
+(:meth:`~bodycorr.evaluation.harness.PairSuite.geodesic_task`). The full suite (shipped model,
+``--workers 2``, load 1-2.7 on the 2 cores): 3:30 min and 345 CPU-s with no cached rows, 1:46 min
+and 185 CPU-s with them (the rows' 64 files: 430 MB), the same figures both times. The 6.2 min of
+the ``template`` run were measured on a busier machine (its describe step 3x slower, ~0.5 of a
+core per CPU-second); there the 160 extra CPU-s of a cold run would make ~11-12 min, a warm run
+stays ~6. ``--points 100`` cuts the cold extra by about a quarter (the graphs stay). The subset's own noise, from
 all-point errors of 14 full-full pairs of the shipped model (template table) resampled with 20
 seeds: the mean over pairs moved by 0.9 / 0.7 / 0.5 cm (sd) at N = 200 / 300 / 500 (a plain random
 subset: 3.1 / 1.8 / 2.1 cm), one pair's mean by 2.8 / 2.0 / 1.5 cm, the median by <= 0.4 cm;

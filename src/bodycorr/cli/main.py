@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="geodesics on each target's own surface: graph (default) or heat; synthetic suite: only the source "
                         "points whose truth is one of --points shared truth vertices (default 250; 0 = all, slow) are "
                         "evaluated; 'template' (synthetic only): every point, template table scaled to each target (fast, approximate)")  # fmt: skip
-    b.add_argument("--points", type=int, help="evaluated source points per pair (0 = all; default 2000 for folders, all for synthetic)")
+    b.add_argument("--points", type=int, help="evaluated source points per pair (0 = all; default 2000 for folders; synthetic: truth vertices shared by all pairs, default 250)")
     b.add_argument("--model", help="model file (default: the shipped model; with --compare: listed first)")
     b.add_argument("--compare", nargs="+", metavar="METHOD",
                    help="methods side by side: model files / checkpoints and baselines (baseline:rigid-nn, baseline:nn)")  # fmt: skip

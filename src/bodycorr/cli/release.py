@@ -124,7 +124,8 @@ def release_surface(run: Path, model: Path, cfg: dict, res: dict, name: str, com
     shutil.copyfile(model, WEIGHTS / f"{name}.pt")
 
     def row(x: dict) -> str:
-        return (f"| `{Path(x['model']).name}` | {x['acc_5px_pct']:.1f} | {x['acc_10px_pct']:.1f} | {x['acc_20px_pct']:.1f} | {x['AP']:.1f} | "
+        label = f"{Path(x['model']).parent.name}/{Path(x['model']).name}" + (f" (shipped as `{name}`)" if x is r else "")
+        return (f"| {label} | {x['acc_5px_pct']:.1f} | {x['acc_10px_pct']:.1f} | {x['acc_20px_pct']:.1f} | {x['AP']:.1f} | "
                 f"{x['AP50']:.1f} | {x['AP75']:.1f} | {x['AR']:.1f} | {x.get('consistency_1_pct', float('nan')):.1f} | "
                 f"{x.get('consistency_12_pct', float('nan')):.1f} | {x.get('consistency_120_pct', float('nan')):.1f} | {x['cpu_ms_128']:.0f} | {x['cpu_ms_256']:.0f} |")  # fmt: skip
 

@@ -163,3 +163,16 @@ def test_ddp_divergence_is_detected(tmp_path):
     mp.spawn(ddp_workers.diverge_worker, args=(port, str(tmp_path / "r")), nprocs=2, join=True)
     for rank in (0, 1):
         assert "diverged" in (tmp_path / f"r.{rank}").read_text()
+
+
+def test_sigterm_stops_like_ctrl_c_inside_the_block_only():
+    import os
+    import signal
+
+    from bodycorr.training.loop import sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -207,6 +208,42 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def restore_checkpoint(ckpt_path: Path, cfg: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
+    """Load a run's ``last.pt`` into ``model``, ``opt`` and ``gen``; returns its step.
+
+    The step count and other runtime fields may change on resume (see :func:`same_run_config`);
+    a checkpoint of another config or architecture raises one line naming the file and the fix.
+    """
+    state = read_torch_file(ckpt_path, "training checkpoint")
+    if not same_run_config(state.get("config"), cfg.to_dict()):
+        raise BodycorrError(f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume.")
+    try:
+        model.load_state_dict(state["model"]["state_dict"])
+    except RuntimeError:
+        raise BodycorrError(
+            f"training checkpoint {ckpt_path}: made by another version of the {cfg.model} architecture. "
+            "Use another --out folder, or --no-resume."
+        ) from None
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    return int(state["step"])
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (kill, job schedulers) stops like Ctrl-C, so the loop's ``finally`` saves a checkpoint."""
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train a descriptor network; returns the last log record.
 
@@ -237,22 +274,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     step = 0
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
-        state = read_torch_file(ckpt_path, "training checkpoint")
-        # the step count may change on resume (extend or shorten a run: the schedule follows)
-        if not same_run_config(state.get("config"), cfg.to_dict()):
-            raise BodycorrError(
-                f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume."
-            )
-        try:
-            model.load_state_dict(state["model"]["state_dict"])
-        except RuntimeError:
-            raise BodycorrError(
-                f"training checkpoint {ckpt_path}: made by another version of the {cfg.model} architecture. "
-                "Use another --out folder, or --no-resume."
-            ) from None
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        gen.set_state(state["generator"])
+        step = restore_checkpoint(ckpt_path, cfg, model, opt, gen)
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -299,43 +321,38 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                     "generator": gen.get_state()})  # fmt: skip
         save_model_file(model, out / "model.pt", meta={"step": step, "config": cfg.name, "size": cfg.view.size})
 
-    def _stop(signum, frame):  # SIGTERM (kill, job schedulers): stop like Ctrl-C, saving a checkpoint
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
-    try:
-        while step < cfg.steps:
-            batch = {k: v.to(device) for k, v in next(it).items()}
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, cfg)
-            ls = losses(ddp, heads, batch, seg, kp, cfg, gen)
-            opt.zero_grad(set_to_none=True)
-            ls["total"].backward()
-            opt.step()
-            step += 1
-            n_img += batch["depth"].shape[0] * world
+    with sigterm_as_interrupt():
+        try:
+            while step < cfg.steps:
+                batch = {k: v.to(device) for k, v in next(it).items()}
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(step, cfg)
+                ls = losses(ddp, heads, batch, seg, kp, cfg, gen)
+                opt.zero_grad(set_to_none=True)
+                ls["total"].backward()
+                opt.step()
+                step += 1
+                n_img += batch["depth"].shape[0] * world
+                if bar:
+                    bar.update()
+                    bar.set_postfix(loss=f"{ls['total'].item():.3f}")
+                if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                    el = time.time() - t0
+                    record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
+                              **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
+                    if validator and (step % cfg.val_every == 0 or step == cfg.steps):
+                        record.update(validator(model, device))
+                        if bar:
+                            bar.write(f"step {step}: val mean {record['val_mean_cm']:.1f} cm, median {record['val_median_cm']:.1f} cm, gross {record['val_gross_pct']:.1f} %")
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    t0, n_img = time.time(), 0
+                if step % cfg.ckpt_every == 0:
+                    checkpoint()
+        finally:
+            checkpoint()
             if bar:
-                bar.update()
-                bar.set_postfix(loss=f"{ls['total'].item():.3f}")
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                el = time.time() - t0
-                record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
-                          **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
-                if validator and (step % cfg.val_every == 0 or step == cfg.steps):
-                    record.update(validator(model, device))
-                    if bar:
-                        bar.write(f"step {step}: val mean {record['val_mean_cm']:.1f} cm, median {record['val_median_cm']:.1f} cm, gross {record['val_gross_pct']:.1f} %")
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                t0, n_img = time.time(), 0
-            if step % cfg.ckpt_every == 0:
-                checkpoint()
-    finally:
-        checkpoint()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if bar:
-            bar.close()
-        if world > 1:
-            torch.distributed.destroy_process_group()
+                bar.close()
+            if world > 1:
+                torch.distributed.destroy_process_group()
     return record

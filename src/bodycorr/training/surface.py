@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,9 +18,9 @@ from bodycorr.body.template import Template, get_template
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import ensure_dir, save_npz_atomic
 from bodycorr.data.images import ImageConfig, ImageShardDataset, ImageViewGenerator, generate_image_shards
-from bodycorr.models.io import read_torch_file, save_model_file
+from bodycorr.models.io import save_model_file
 from bodycorr.models.registry import checkpoint_dict, create_model, model_task
-from bodycorr.training.loop import _plain, same_run_config, save_checkpoint
+from bodycorr.training.loop import _plain, restore_checkpoint, save_checkpoint, sigterm_as_interrupt
 from bodycorr.training.surface_losses import (
     GeodesicTable,
     colour_cross_entropy,
@@ -320,19 +318,7 @@ def train_surface(cfg: SurfaceTrainConfig, out_dir: str | Path, resume: bool = T
     step = 0
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
-        state = read_torch_file(ckpt_path, "training checkpoint")
-        if not same_run_config(state.get("config"), cfg.to_dict()):
-            raise BodycorrError(f"training checkpoint {ckpt_path}: made with a different config. Use another --out folder, or --no-resume.")
-        try:
-            net.load_state_dict(state["model"]["state_dict"])
-        except RuntimeError:
-            raise BodycorrError(
-                f"training checkpoint {ckpt_path}: made by another version of the {cfg.model} architecture. "
-                "Use another --out folder, or --no-resume."
-            ) from None
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        gen.set_state(state["generator"])
+        step = restore_checkpoint(ckpt_path, cfg, net, opt, gen)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     objective = SurfaceLosses(cfg, template, code, device)
     symmetry = torch.from_numpy(template.symmetry.astype(np.int64)).to(device)
@@ -364,49 +350,44 @@ def train_surface(cfg: SurfaceTrainConfig, out_dir: str | Path, resume: bool = T
                                     "model": checkpoint_dict(net), "optimizer": opt.state_dict(), "generator": gen.get_state()})  # fmt: skip
         save_model_file(net, out / "model.pt", include_heads=True, meta={"step": step, "config": cfg.name, "size": cfg.image.size, "code": code.method})
 
-    def _stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
-    try:
-        while step < cfg.steps:
-            batch = next(it)
-            rgb, vertex = batch["rgb"].to(device), batch["template_vertex"].to(device)
-            if cfg.flip:
-                which = torch.rand(rgb.shape[0], generator=gen) < 0.5
-                rgb, vertex = flip_batch(rgb, vertex, symmetry, which.to(device))
-            if cfg.empty_share > 0:
-                rgb, vertex = add_empty_scenes(rgb, vertex, cfg.empty_share, gen)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, cfg)
-            ls = objective(net, rgb, vertex, gen)
-            opt.zero_grad(set_to_none=True)
-            ls["total"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            step += 1
-            n_img += rgb.shape[0]
+    with sigterm_as_interrupt():
+        try:
+            while step < cfg.steps:
+                batch = next(it)
+                rgb, vertex = batch["rgb"].to(device), batch["template_vertex"].to(device)
+                if cfg.flip:
+                    which = torch.rand(rgb.shape[0], generator=gen) < 0.5
+                    rgb, vertex = flip_batch(rgb, vertex, symmetry, which.to(device))
+                if cfg.empty_share > 0:
+                    rgb, vertex = add_empty_scenes(rgb, vertex, cfg.empty_share, gen)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(step, cfg)
+                ls = objective(net, rgb, vertex, gen)
+                opt.zero_grad(set_to_none=True)
+                ls["total"].backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                step += 1
+                n_img += rgb.shape[0]
+                if bar:
+                    bar.update()
+                    bar.set_postfix(loss=f"{ls['total'].item():.3f}")
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    el = time.time() - t0
+                    record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
+                              **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
+                    if validator and (step % cfg.val_every == 0 or step == cfg.steps):
+                        record.update(validator(net, device))
+                        if bar:
+                            bar.write(f"step {step}: val geodesic mean {record['val_geo_mean_cm']:.1f} cm, median {record['val_geo_median_cm']:.1f} cm, "
+                                      f"{record['val_within_5cm_pct']:.0f} % within 5 cm, silhouette {record['val_sil_acc_pct']:.1f} %")  # fmt: skip
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    t0, n_img = time.time(), 0
+                if step % cfg.ckpt_every == 0:
+                    checkpoint()
+        finally:
+            checkpoint()
             if bar:
-                bar.update()
-                bar.set_postfix(loss=f"{ls['total'].item():.3f}")
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                el = time.time() - t0
-                record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
-                          **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
-                if validator and (step % cfg.val_every == 0 or step == cfg.steps):
-                    record.update(validator(net, device))
-                    if bar:
-                        bar.write(f"step {step}: val geodesic mean {record['val_geo_mean_cm']:.1f} cm, median {record['val_geo_median_cm']:.1f} cm, "
-                                  f"{record['val_within_5cm_pct']:.0f} % within 5 cm, silhouette {record['val_sil_acc_pct']:.1f} %")  # fmt: skip
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                t0, n_img = time.time(), 0
-            if step % cfg.ckpt_every == 0:
-                checkpoint()
-    finally:
-        checkpoint()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if bar:
-            bar.close()
+                bar.close()
     return record

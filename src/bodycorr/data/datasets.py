@@ -23,31 +23,55 @@ def view_item(depth: np.ndarray, template_vertex: np.ndarray) -> dict[str, torch
     }
 
 
-class ShardDataset(Dataset):
-    """Views stored by ``bodycorr generate`` in ``folder`` (one split)."""
+class ShardFiles(Dataset):
+    """Items spread over the ``shard-*.npz`` files of one folder: a global index -> (shard arrays, row).
 
-    def __init__(self, folder: str | Path):
+    Subclasses give ``_load`` (path -> arrays, raising one line on a corrupt file), may check each
+    file when the folder is opened (``_check``), and build items in ``__getitem__`` from :meth:`_row`.
+    """
+
+    def __init__(self, folder: str | Path, missing: str):
         self.folder = Path(folder)
         self.paths = sorted(self.folder.glob("shard-*.npz"))
         if not self.paths:
-            raise BodycorrError(f"dataset {self.folder}: no shards found. Run 'bodycorr generate --out DIR --split ...' first.")
+            raise BodycorrError(missing)
         self.sizes = []
         for p in self.paths:
+            self._check(p)
             with np.load(p) as z:
                 self.sizes.append(int(z["identity"].shape[0]))
         self.offsets = np.cumsum([0] + self.sizes)
+
+    def _check(self, path: Path) -> None:
+        """Raise for a shard that cannot be used (default: checked only when loaded)."""
+
+    def _load(self, path: Path) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     @functools.lru_cache(maxsize=4)
     def _shard(self, k: int) -> dict[str, np.ndarray]:
-        return load_shard(self.paths[k])
+        return self._load(self.paths[k])
+
+    def _row(self, i: int) -> tuple[dict[str, np.ndarray], int]:
+        """The arrays of the shard holding item ``i`` and the item's row in them."""
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self._shard(k), int(i - self.offsets[k])
+
+
+class ShardDataset(ShardFiles):
+    """Views stored by ``bodycorr generate`` in ``folder`` (one split)."""
+
+    def __init__(self, folder: str | Path):
+        super().__init__(folder, f"dataset {Path(folder)}: no shards found. Run 'bodycorr generate --out DIR --split ...' first.")
+
+    def _load(self, path: Path) -> dict[str, np.ndarray]:
+        return load_shard(path)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        s = self._shard(k)
-        j = i - self.offsets[k]
+        s, j = self._row(i)
         return view_item(s["depth"][j], s["template_vertex"][j])
 
 

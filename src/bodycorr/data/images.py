@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,14 +10,14 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from torch.utils.data import Dataset
 
 from bodycorr.body.anny_model import get_body_model
 from bodycorr.body.shape import Split, identity_rng, sample_identity
 from bodycorr.body.template import PART_NAMES, Template, get_template
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_json_atomic
-from bodycorr.data.shards import shard_name
+from bodycorr.data.datasets import ShardFiles
+from bodycorr.data.shards import collect_views, shard_is_valid, shard_name
 from bodycorr.data.views import PoseSource, crop_intrinsics
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.render.appearance import (
@@ -386,12 +384,8 @@ def pack_image_views(views: list[ImageView]) -> dict[str, np.ndarray]:
 
 
 def image_shard_is_valid(path: str | Path) -> bool:
-    """A shard counts as written only if it is a complete, readable npz with every key."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return set(_IMAGE_KEYS) <= {n[:-4] for n in z.namelist()} and z.testzip() is None
-    except (zipfile.BadZipFile, OSError):
-        return False
+    """A shard counts as written only if it is a complete, readable npz with every image key."""
+    return shard_is_valid(Path(path), _IMAGE_KEYS)
 
 
 def load_image_shard(path: str | Path) -> dict[str, np.ndarray]:
@@ -435,20 +429,13 @@ def generate_image_shards(
     if not todo:
         return folder
     gen = ImageViewGenerator(config, split, seed)
-    vpb = config.views_per_body
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc=f"{split} image shards", unit="shard")
     for index, first in todo:
-        n = min(shard_size, count - first)
-        views: list[ImageView] = []
-        b = first // vpb
-        while len(views) < n:
-            lo = max(0, first - b * vpb)
-            views += gen.views_of_body(b)[lo : lo + n - len(views)]
-            b += 1
+        views = collect_views(gen, first, min(shard_size, count - first))
         save_npz_atomic(folder / shard_name(index), **pack_image_views(views))
         if bar is not None:
             bar.update()
@@ -469,34 +456,21 @@ def image_item(rgb: np.ndarray, template_vertex: np.ndarray, instance: np.ndarra
     }
 
 
-class ImageShardDataset(Dataset):
+class ImageShardDataset(ShardFiles):
     """RGB views stored by :func:`generate_image_shards` in ``folder`` (one split)."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.paths = sorted(self.folder.glob("shard-*.npz"))
-        if not self.paths:
-            raise BodycorrError(f"image dataset {self.folder}: no shards found. Run generate_image_shards(...) first.")
-        self.sizes = []
-        for p in self.paths:
-            if not image_shard_is_valid(p):
-                raise BodycorrError(f"image shard {p}: incomplete or corrupt, or not an RGB shard. Delete it and regenerate.")
-            with np.load(p) as z:
-                self.sizes.append(int(z["identity"].shape[0]))
-        self.offsets = np.cumsum([0] + self.sizes)
+        super().__init__(folder, f"image dataset {Path(folder)}: no shards found. Run generate_image_shards(...) first.")
 
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
+    def _check(self, path: Path) -> None:
+        if not image_shard_is_valid(path):
+            raise BodycorrError(f"image shard {path}: incomplete or corrupt, or not an RGB shard. Delete it and regenerate.")
 
-    @functools.lru_cache(maxsize=4)
-    def _shard(self, k: int) -> dict[str, np.ndarray]:
-        return load_image_shard(self.paths[k])
+    def _load(self, path: Path) -> dict[str, np.ndarray]:
+        return load_image_shard(path)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"image dataset index {i} out of range for {len(self)} views")
-        i = i % len(self)
-        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        s = self._shard(k)
-        j = i - self.offsets[k]
+        s, j = self._row(i % len(self))
         return image_item(s["rgb"][j], s["template_vertex"][j], s["instance"][j], s["depth"][j])

@@ -45,14 +45,7 @@ def pack_views(views: list[View]) -> dict[str, np.ndarray]:
 def _make_shard(args: tuple) -> str:
     out, split, seed, config_dict, index, first, count, pose_kind = args
     gen = _worker_generator(split, seed, config_dict, pose_kind)
-    vpb = gen.config.views_per_body
-    views: list[View] = []
-    b = first // vpb
-    while len(views) < count:
-        bv = gen.views_of_body(b)
-        lo = max(0, first - b * vpb)
-        views += bv[lo : lo + count - len(views)]
-        b += 1
+    views = collect_views(gen, first, count)
     path = Path(out) / shard_name(index)
     save_npz_atomic(path, **pack_views(views))
     return str(path)
@@ -69,14 +62,27 @@ def _worker_generator(split, seed, config_dict, pose_kind) -> ViewGenerator:
     return _GEN[key]
 
 
-def shard_is_valid(path: Path) -> bool:
-    """A shard counts as written only if it is a complete, readable npz with every key."""
+def shard_is_valid(path: Path, keys: tuple[str, ...] = _KEYS) -> bool:
+    """A shard counts as written only if it is a complete, readable npz with every key in ``keys``."""
     try:
         with zipfile.ZipFile(path) as z:
             names = {n[:-4] for n in z.namelist()}
-            return set(_KEYS) <= names and z.testzip() is None
+            return set(keys) <= names and z.testzip() is None
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def collect_views(gen, first: int, count: int) -> list:
+    """Views ``first .. first + count - 1`` of a generator whose body ``b`` gives views
+    ``b * views_per_body ..`` (:class:`ViewGenerator`, :class:`~bodycorr.data.images.ImageViewGenerator`)."""
+    vpb = gen.config.views_per_body
+    views: list = []
+    b = first // vpb
+    while len(views) < count:
+        lo = max(0, first - b * vpb)
+        views += gen.views_of_body(b)[lo : lo + count - len(views)]
+        b += 1
+    return views
 
 
 def generate_shards(

@@ -41,24 +41,23 @@ def shade_depth(depth: np.ndarray, background: float = 1.0) -> np.ndarray:
     return img
 
 
-def contact_sheet(views: list[View], path: str | Path, columns: int = 6, title: str = "") -> Path:
-    """Save a PNG grid: for each view, its depth and its truth colours side by side."""
+def _pair_sheet(panels: list[tuple[np.ndarray, np.ndarray, str]], path: str | Path, columns: int, title: str) -> Path:
+    """Save a PNG grid of (left image, right image, label) panels, two axes per panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = get_template_colours()
-    n = len(views)
-    rows = int(np.ceil(n / columns))
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, int(np.ceil(len(panels) / columns)))
     fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.6, rows * 1.8), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for i, v in enumerate(views):
+    for i, (left, right, label) in enumerate(panels):
         r, c = divmod(i, columns)
-        axes[r, 2 * c].imshow(shade_depth(v.depth))
-        axes[r, 2 * c + 1].imshow(colour_view(v.template_vertex, cols))
-        axes[r, 2 * c].set_title(f"id {v.identity}" + (" noisy" if v.noisy else ""), fontsize=7)
+        axes[r, 2 * c].imshow(left)
+        axes[r, 2 * c + 1].imshow(right)
+        axes[r, 2 * c].set_title(label, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -66,36 +65,24 @@ def contact_sheet(views: list[View], path: str | Path, columns: int = 6, title: 
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def contact_sheet(views: list[View], path: str | Path, columns: int = 6, title: str = "") -> Path:
+    """Save a PNG grid: for each view, its depth and its truth colours side by side."""
+    cols = get_template_colours()
+    panels = [(shade_depth(v.depth), colour_view(v.template_vertex, cols), f"id {v.identity}" + (" noisy" if v.noisy else "")) for v in views]
+    return _pair_sheet(panels, path, columns, title)
 
 
 def image_contact_sheet(views: list[ImageView], path: str | Path, columns: int = 6, title: str = "") -> Path:
     """Save a PNG grid: for each RGB view, the image and its truth colours (every person) side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = get_template_colours()
-    n = len(views)
-    columns = max(1, min(columns, n))
-    rows = max(1, int(np.ceil(n / columns)))
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.6, rows * 1.8), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i, v in enumerate(views):
-        r, c = divmod(i, columns)
-        axes[r, 2 * c].imshow(v.rgb)
-        axes[r, 2 * c + 1].imshow(colour_view(v.template_vertex, cols))
+    panels = []
+    for v in views:
         tags = [f"id {v.identity}"] + (["crowd"] if v.people > 1 else []) + (["upper"] if v.upper_body else [])
         tags += ["occl"] if v.occluded else []
-        axes[r, 2 * c].set_title(" ".join(tags), fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return Path(path)
+        panels.append((v.rgb, colour_view(v.template_vertex, cols), " ".join(tags)))
+    return _pair_sheet(panels, path, columns, title)
 
 
 def get_template_colours() -> np.ndarray:

@@ -15,6 +15,20 @@ from bodycorr.training.targets import TargetConfig
 CONFIG_DIRS = (Path(__file__).resolve().parents[3] / "configs", Path(__file__).resolve().parents[1] / "configs")
 
 
+def config_from_dict(cls: type, d: dict[str, Any], what: str, nested: dict[str, type]) -> Any:
+    """Build the frozen dataclass ``cls`` from plain JSON data: unknown keys raise one line naming
+    ``what``; the ``nested`` keys become their dataclasses (JSON lists back to tuples)."""
+    d = dict(d)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise BodycorrError(f"{what}: unknown keys {sorted(unknown)}. Known keys: {sorted(known)}.")
+    for key, sub in nested.items():
+        if key in d:
+            d[key] = sub(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on (stored in every checkpoint).
@@ -60,16 +74,7 @@ class TrainConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TrainConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise BodycorrError(f"training config: unknown keys {sorted(unknown)}. Known keys: {sorted(known)}.")
-        if "targets" in d:
-            d["targets"] = TargetConfig(**d["targets"])
-        if "view" in d:
-            d["view"] = ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["view"].items()})
-        return TrainConfig(**d)
+        return config_from_dict(TrainConfig, d, "training config", {"targets": TargetConfig, "view": ViewConfig})
 
     def replace(self, **kw: Any) -> "TrainConfig":
         return dataclasses.replace(self, **kw)

@@ -20,6 +20,7 @@ from bodycorr.common.fileio import ensure_dir, save_npz_atomic
 from bodycorr.data.images import ImageConfig, ImageShardDataset, ImageViewGenerator, generate_image_shards
 from bodycorr.models.io import save_model_file
 from bodycorr.models.registry import checkpoint_dict, create_model, model_task
+from bodycorr.training.config import config_from_dict
 from bodycorr.training.loop import _plain, restore_checkpoint, save_checkpoint, sigterm_as_interrupt
 from bodycorr.training.surface_losses import (
     GeodesicTable,
@@ -94,14 +95,7 @@ class SurfaceTrainConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "SurfaceTrainConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(SurfaceTrainConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise BodycorrError(f"surface training config: unknown keys {sorted(unknown)}. Known keys: {sorted(known)}.")
-        if "image" in d:
-            d["image"] = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["image"].items()})
-        return SurfaceTrainConfig(**d)
+        return config_from_dict(SurfaceTrainConfig, d, "surface training config", {"image": ImageConfig})
 
 
 def lr_factor(step: int, cfg: SurfaceTrainConfig) -> float:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -47,6 +48,22 @@ def test_resume_may_change_how_it_runs(tiny, tmp_path):
     train(tiny.replace(steps=1), out, progress=False)
     rec = train(tiny.replace(steps=2, threads=2, log_every=1, ckpt_every=1), out, progress=False)
     assert rec["step"] == 2
+
+
+def test_init_starts_a_fresh_run_from_another_runs_weights(tiny, tmp_path):
+    first = tmp_path / "first"
+    train(tiny.replace(steps=2), first, progress=False)
+    # steps=0: the fine-tune run saves its starting weights untouched
+    second = tmp_path / "second"
+    train(tiny.replace(steps=0, init=str(first / "last.pt"), lr=1e-4), second, progress=False)
+    a = torch.load(first / "last.pt", weights_only=True)["model"]["state_dict"]
+    b = torch.load(second / "last.pt", weights_only=True)
+    assert b["step"] == 0
+    assert all(torch.equal(a[k], b["model"]["state_dict"][k]) for k in a)
+    # other targets (a different head count) do not fit: one line naming the file
+    with pytest.raises(BodycorrError, match="init checkpoint .*last.pt"):
+        other = tiny.replace(steps=0, init=str(first / "last.pt"), targets=dataclasses.replace(tiny.targets, num_segmentations=1))
+        train(other, tmp_path / "third", progress=False)
 
 
 def test_corrupt_checkpoint_is_one_line(tiny, tmp_path):

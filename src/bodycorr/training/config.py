@@ -40,6 +40,8 @@ class TrainConfig:
         pixels_per_image: foreground pixels sampled per image for the losses.
         data: "onthefly" renders fresh people every step; "shards" reads ``bodycorr generate`` output.
         val_views: fixed validation views (val identities) for the matching error in the log.
+        init: a run's ``last.pt`` (or a model file with heads) whose weights start a fresh run
+            (fine-tuning with a new schedule); ignored when the run resumes from its own checkpoint.
     """
 
     name: str = "custom"
@@ -68,6 +70,7 @@ class TrainConfig:
     ckpt_every: int = 100
     val_views: int = 32
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    init: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -229,6 +229,20 @@ def restore_checkpoint(ckpt_path: Path, cfg: Any, model: torch.nn.Module, opt: t
     return int(state["step"])
 
 
+def init_weights(path: Path, cfg: Any, model: torch.nn.Module) -> None:
+    """Start ``model`` from the weights in ``path`` (a run's ``last.pt`` or a model file saved with heads)."""
+    state = read_torch_file(path, "init checkpoint")
+    sd = state.get("model", state)
+    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    except (RuntimeError, AttributeError):
+        raise BodycorrError(
+            f"init checkpoint {path}: not weights of the {cfg.model} architecture with these training heads. "
+            "Give a last.pt of a run with the same model and targets."
+        ) from None
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM (kill, job schedulers) stops like Ctrl-C, so the loop's ``finally`` saves a checkpoint."""
@@ -275,6 +289,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
         step = restore_checkpoint(ckpt_path, cfg, model, opt, gen)
+    elif cfg.init:
+        init_weights(Path(cfg.init), cfg, model)
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model

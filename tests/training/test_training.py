@@ -193,3 +193,45 @@ def test_sigterm_stops_like_ctrl_c_inside_the_block_only():
         with sigterm_as_interrupt():
             os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_chirality_labels_follow_the_image_side_of_the_left_body_half():
+    from bodycorr.training.loop import chirality_labels
+
+    sides = torch.tensor([1, -1, 0])  # vertex 0 on the left, 1 on the right, 2 in the middle
+    v = torch.full((2, 8, 32), -1)
+    v[0, :, 2:10], v[0, :, 10:14], v[0, :, 14:22] = 1, 2, 0  # left half drawn on the image's right: facing the camera
+    v[1] = torch.where(v[0] >= 0, torch.tensor([1, 0, 2])[v[0].clamp(min=0)], v[0])  # the mirror case: sides swapped
+    label, weight = chirality_labels(v, sides)
+    assert label.tolist() == [1, 0]
+    assert torch.all(weight == 1.0)
+    # a side-on view (only one half seen, around the centre) weighs little
+    v2 = torch.full((1, 8, 32), -1)
+    v2[0, :, 10:22] = 0
+    assert chirality_labels(v2, sides)[1].item() < 0.2
+
+
+def test_chirality_head_trains_and_is_dropped_when_shipped(tiny, tmp_path):
+    from bodycorr.body.template import get_template
+    from bodycorr.data.datasets import stack_views
+    from bodycorr.data.views import ViewGenerator
+    from bodycorr.models.io import save_model_file
+    from bodycorr.training.loop import build_model, losses
+    from bodycorr.training.targets import body_sides, build_targets
+
+    cfg = tiny.replace(model_args={**tiny.model_args, "chirality_head": True})
+    t = get_template()
+    targets = build_targets(t, cfg.targets)
+    sides = torch.from_numpy(body_sides(t).astype(np.int64))
+    assert (sides == 1).any() and (sides == -1).any() and (sides == 0).any()
+    model = build_model(cfg, targets)
+    batch = stack_views(ViewGenerator(cfg.view, "train", 0).views_of_body(0))
+    seg, kp = torch.from_numpy(targets.segmentations), torch.from_numpy(targets.keypoints)
+    ls = losses(model, model.heads, batch, seg, kp, cfg, torch.Generator().manual_seed(0), sides)
+    assert torch.isfinite(ls["chirality"])
+    assert "chirality" in ls and 0 <= float(ls["chirality_acc"]) <= 1
+    ls["chirality"].backward()  # this loss alone reaches the head and the encoder's first layer
+    assert model.heads.chirality.weight.grad.abs().sum() > 0
+    assert model.backbone.stem[0].weight.grad.abs().sum() > 0
+    shipped = load_model_file(save_model_file(model, tmp_path / "m.pt"))
+    assert shipped.heads is None and not shipped.config.chirality_head

@@ -82,6 +82,10 @@ class DescriptorConfig(ModelConfig):
         segmentation (paper: 100 segmentations x 500 patches). 0 segmentations = no such heads.
     num_keypoints: key-point head with ``num_keypoints + 1`` classes (last = background); 0 = none.
     head_scale: cosine-logit scale ``s`` of the heads.
+    chirality_head: a training head on the backbone's pooled deepest features that tells whether
+        the person's left side appears on the image's right (facing the camera) or left. The
+        patch tasks alone leave that global bit unlearnt (descriptors then cannot tell left from
+        right); this head gives it a direct gradient. Dropped with the other heads when shipped.
     """
 
     in_channels: int = 2
@@ -90,6 +94,7 @@ class DescriptorConfig(ModelConfig):
     num_patches: int = 500
     num_keypoints: int = 0
     head_scale: float = 16.0
+    chirality_head: bool = False
 
     def check(self) -> None:
         for name in ("in_channels", "descriptor_dim", "num_patches"):
@@ -227,10 +232,13 @@ class WeiAlexNet(nn.Module):
         self.features = nn.Sequential(*layers)
         # 9 "int" + 10 conv 3-1: 3x3 conv on the output grid, then bilinear upsampling to full size.
         self.descriptor = nn.Conv2d(c8b, cfg.descriptor_dim, 3, padding=1)
+        self.global_width = c8b
+        self.global_features: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.descriptor(self.features(x))
-        return upsample_aligned(y, x.shape[-2:], self.output_stride)
+        f = self.features(x)
+        self.global_features = f.mean((2, 3))  # (B, C): read by the training-only chirality head
+        return upsample_aligned(self.descriptor(f), x.shape[-2:], self.output_stride)
 
 
 class UNet(nn.Module):
@@ -257,6 +265,8 @@ class UNet(nn.Module):
             self.context = nn.Identity()
         self.decoder = nn.ModuleList(UpBlock(w[i + 1], w[i], w[i], **kw) for i in reversed(range(len(w) - 1)))
         self.head = nn.Conv2d(w[0], cfg.descriptor_dim, 1)
+        self.global_width = w[-1]
+        self.global_features: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -265,6 +275,7 @@ class UNet(nn.Module):
             h = stage(h)
             skips.append(h)
         h = self.context(skips.pop())
+        self.global_features = h.mean((2, 3))  # (B, C): read by the training-only chirality head
         for up in self.decoder:
             h = up(h, skips.pop())
         return upsample_aligned(self.head(h), x.shape[-2:], self.stem_stride)
@@ -297,6 +308,7 @@ class DescriptorNet(nn.Module):
                 config.num_patches,
                 config.num_keypoints,
                 config.head_scale,
+                global_dim=backbone.global_width if config.chirality_head else 0,
             )
         else:
             self.heads = None
@@ -315,6 +327,12 @@ class DescriptorNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return F.normalize(self.backbone(x), dim=1)
+
+    def chirality_logits(self) -> torch.Tensor:
+        """(B, 2) logits of [left side on the image's left, on the image's right] for the last forward's batch."""
+        if self.heads is None or self.heads.chirality is None or self.backbone.global_features is None:
+            raise BodycorrError(f"{self.model_name}: no chirality head (build it with chirality_head=True) or no forward pass yet.")
+        return self.heads.chirality(self.backbone.global_features)
 
 
 # ----------------------------------------------------------------------------------------- registry

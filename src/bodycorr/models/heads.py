@@ -64,7 +64,8 @@ class MultiTaskHeads(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_segmentations: int, num_patches: int, num_keypoints: int, scale: float = 16.0
+        self, dim: int, num_segmentations: int, num_patches: int, num_keypoints: int, scale: float = 16.0,
+        global_dim: int = 0,
     ):
         super().__init__()
         if dim < 1 or num_segmentations < 0 or num_patches < 1 or num_keypoints < 0:
@@ -76,6 +77,8 @@ class MultiTaskHeads(nn.Module):
         self.num_keypoints, self.scale = num_keypoints, float(scale)
         self.weight = nn.Parameter(torch.randn(num_segmentations, num_patches, dim) * HEAD_INIT_STD)
         self.keypoint = CosineClassifier(dim, num_keypoints + 1, scale) if num_keypoints > 0 else None
+        # image-level chirality (which side of the image the person's left is on), from pooled backbone features
+        self.chirality = nn.Linear(global_dim, 2) if global_dim > 0 else None
 
     def logits(
         self, desc: torch.Tensor, task_ids: torch.Tensor, method: Literal["group", "gather"] = "group"

@@ -203,6 +203,8 @@ def checkpoint_dict(model: nn.Module, include_heads: bool = True) -> dict[str, A
     if not include_heads:
         names = {f.name for f in dataclasses.fields(config)}
         config = dataclasses.replace(config, **{k: 0 for k in ("num_segmentations", "num_keypoints") if k in names})
+        if "chirality_head" in names:
+            config = dataclasses.replace(config, chirality_head=False)
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}
     return {"name": name, "config": asdict(config), "state_dict": dict(state)}
 

@@ -62,6 +62,7 @@ class TrainConfig:
     heads_per_image: int = 8
     keypoint_weight: float = 0.5
     parts_weight: float = 1.0
+    chirality_weight: float = 0.5
     workers: int = 1
     threads: int = 1
     seed: int = 0

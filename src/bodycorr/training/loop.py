@@ -28,7 +28,7 @@ from bodycorr.models.inputs import depth_to_input
 from bodycorr.models.io import read_torch_file, save_model_file
 from bodycorr.models.registry import checkpoint_dict, create_model
 from bodycorr.training.config import TrainConfig
-from bodycorr.training.targets import Targets, build_targets
+from bodycorr.training.targets import Targets, body_sides, build_targets
 
 CHECKPOINT_FORMAT = 1
 
@@ -86,11 +86,13 @@ def losses(
     kp: torch.Tensor,
     cfg: TrainConfig,
     gen: torch.Generator,
+    sides: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Classification losses of one batch.
 
     batch: ``depth`` (B, 1, H, W) metres, ``vertex`` (B, H, W). seg: (K', Vt) labels per task (the
-    last one the body parts when ``targets.parts_task``), kp: (Vt,) key-point labels.
+    last one the body parts when ``targets.parts_task``), kp: (Vt,) key-point labels. sides: (Vt,)
+    +1 left / -1 right / 0 middle (:func:`body_sides`), for models with a chirality head.
     """
     x = depth_to_input(batch["depth"])
     desc = model(x)  # (B, D, H, W)
@@ -111,8 +113,35 @@ def losses(
         out["parts"] = F.cross_entropy(heads.logits(flat, pt), seg[pt, verts])
     if cfg.keypoint_weight > 0:
         out["keypoint"] = F.cross_entropy(heads.keypoint_logits(flat), kp[verts])
-    out["total"] = out["seg"] + cfg.parts_weight * out.get("parts", 0) + cfg.keypoint_weight * out.get("keypoint", 0)
+    net = getattr(model, "module", model)  # under DDP the heads live on the wrapped module
+    if sides is not None and cfg.chirality_weight > 0 and getattr(net.config, "chirality_head", False):
+        label, weight = chirality_labels(batch["vertex"].to(desc.device), sides)
+        ce = F.cross_entropy(net.chirality_logits(), label, reduction="none")
+        out["chirality"] = (ce * weight).sum() / weight.sum().clamp(min=1e-6)
+        with torch.no_grad():  # logged, not optimised
+            hit = (net.chirality_logits().argmax(1) == label).float()
+            out["chirality_acc"] = (hit * weight).sum() / weight.sum().clamp(min=1e-6)
+    out["total"] = (out["seg"] + cfg.parts_weight * out.get("parts", 0) + cfg.keypoint_weight * out.get("keypoint", 0)
+                    + cfg.chirality_weight * out.get("chirality", 0))  # fmt: skip
     return out
+
+
+def chirality_labels(vertex: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each image shows the person's left side on the image's right, and how clearly.
+
+    vertex: (B, H, W) true template vertex per pixel (-1 = none); sides: (Vt,) from :func:`body_sides`.
+    Returns label (B,) int64 (1 = left side to the right of the silhouette's centre, as when the
+    person faces the camera) and weight (B,) in [0, 1]: the mean signed column offset of the
+    side-labelled pixels, saturating at 1/32 of the width (side-on views, one side hidden, weigh little).
+    """
+    valid = vertex >= 0
+    s = torch.where(valid, sides[vertex.clamp(min=0)].float(), torch.zeros((), device=vertex.device))
+    cols = torch.arange(vertex.shape[-1], device=vertex.device, dtype=torch.float32)
+    n = valid.sum((1, 2)).clamp(min=1)
+    centre = (valid * cols).sum((1, 2)) / n
+    score = (s * (cols - centre[:, None, None])).sum((1, 2)) / s.abs().sum((1, 2)).clamp(min=1)
+    weight = (score.abs() / (vertex.shape[-1] / 32)).clamp(max=1.0)
+    return (score > 0).long(), weight
 
 
 class PixelMatchValidator:
@@ -136,7 +165,9 @@ class PixelMatchValidator:
             batch = stack_views(views)
             self.depth, self.vertex = batch["depth"].numpy(), batch["vertex"].numpy()
             save_npz_atomic(path, depth=self.depth, vertex=self.vertex)
-        self.geo = all_pairs_geodesics(get_template().mesh)
+        template = get_template()
+        self.geo = all_pairs_geodesics(template.mesh)
+        self.symmetry = template.symmetry
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
@@ -146,7 +177,7 @@ class PixelMatchValidator:
             desc.append(model(depth_to_input(torch.from_numpy(self.depth[i : i + 8]).to(device))).cpu())
         desc = torch.cat(desc)
         model.train()
-        errs = []
+        errs, flips = [], []
         n = len(self.depth)
         for i in range(n):
             j = (i + 1) % n
@@ -162,8 +193,12 @@ class PixelMatchValidator:
             keep = np.isin(ta, np.unique(ta)[seen])
             e = self.geo[ta[keep], tb[nn_idx[keep]]].astype(np.float32)
             errs.append(e)
+            flips.append(self.geo[ta[keep], self.symmetry[tb[nn_idx[keep]]]].astype(np.float32) < e)
         e = np.concatenate(errs) * 100 if errs else np.zeros(1)
-        return {"val_mean_cm": float(e.mean()), "val_median_cm": float(np.median(e)), "val_gross_pct": float((e > 20).mean() * 100)}
+        gross = e > 20
+        flipped = np.concatenate(flips) if flips else np.zeros(1, bool)
+        return {"val_mean_cm": float(e.mean()), "val_median_cm": float(np.median(e)), "val_gross_pct": float(gross.mean() * 100),
+                "val_flip_pct": float((gross & flipped).sum() / max(1, gross.sum()) * 100)}  # fmt: skip
 
 
 RUNTIME_FIELDS = ("steps", "threads", "workers", "device", "log_every", "val_every", "ckpt_every")
@@ -230,12 +265,16 @@ def restore_checkpoint(ckpt_path: Path, cfg: Any, model: torch.nn.Module, opt: t
 
 
 def init_weights(path: Path, cfg: Any, model: torch.nn.Module) -> None:
-    """Start ``model`` from the weights in ``path`` (a run's ``last.pt`` or a model file saved with heads)."""
+    """Start ``model`` from the weights in ``path`` (a run's ``last.pt`` or a model file saved with heads).
+
+    Only a chirality head may be missing from ``path`` (it then starts fresh)."""
     state = read_torch_file(path, "init checkpoint")
     sd = state.get("model", state)
     sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=False)
+        if unexpected or any(not k.startswith("heads.chirality.") for k in missing):
+            raise RuntimeError
     except (RuntimeError, AttributeError):
         raise BodycorrError(
             f"init checkpoint {path}: not weights of the {cfg.model} architecture with these training heads. "
@@ -278,6 +317,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     targets = build_targets(template, cfg.targets)
     seg = torch.from_numpy(targets.segmentations).to(device)
     kp = torch.from_numpy(targets.keypoints).to(device)
+    sides = torch.from_numpy(body_sides(template).astype(np.int64)).to(device)
     model = build_model(cfg, targets).to(device)
     heads = model.heads
     # no weight decay on the cosine heads: shrinking their norm would silently raise their step size
@@ -343,7 +383,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                 batch = {k: v.to(device) for k, v in next(it).items()}
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(step, cfg)
-                ls = losses(ddp, heads, batch, seg, kp, cfg, gen)
+                ls = losses(ddp, heads, batch, seg, kp, cfg, gen, sides)
                 opt.zero_grad(set_to_none=True)
                 ls["total"].backward()
                 opt.step()
@@ -359,7 +399,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                     if validator and (step % cfg.val_every == 0 or step == cfg.steps):
                         record.update(validator(model, device))
                         if bar:
-                            bar.write(f"step {step}: val mean {record['val_mean_cm']:.1f} cm, median {record['val_median_cm']:.1f} cm, gross {record['val_gross_pct']:.1f} %")
+                            bar.write(f"step {step}: val mean {record['val_mean_cm']:.1f} cm, median {record['val_median_cm']:.1f} cm, "
+                                      f"gross {record['val_gross_pct']:.1f} % ({record['val_flip_pct']:.0f} % of them flips)")
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     t0, n_img = time.time(), 0

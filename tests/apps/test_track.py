@@ -88,11 +88,30 @@ def test_track_rejects_wrong_depth_size(seq, template):
         track(depths[:, :50], cam, template.mesh, None, TrackConfig(), correspondences_fn=_oracle(truth))
 
 
-def test_mirror_check_keeps_the_right_hypothesis(seq, template):
+@pytest.mark.parametrize("mirror", ["per_match", "per_frame"])
+def test_mirror_handling_keeps_right_matches_right(seq, template, mirror):
     depths, cam, truth, _ = seq
-    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror_check=True)
+    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror=mirror)
     res = track(depths[:1], cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry)
     assert evaluate_track(res, truth[:1])["visible_mean_cm"] < 3.0
+
+
+def test_per_match_mirror_undoes_side_flips_of_single_matches(seq, template):
+    """Descriptors that cannot tell left from right flip single pixels, not whole frames."""
+    depths, cam, truth, _ = seq
+    oracle = _oracle(truth)
+
+    def flipped(t, depth, camera):
+        i, p, w = oracle(t, depth, camera)
+        f = np.random.default_rng(t).random(len(i)) < 0.45
+        return np.where(f, template.symmetry[i], i), p, w
+
+    errs = {}
+    for mirror in ("off", "per_match"):
+        cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror=mirror)
+        res = track(depths[:1], cam, template.mesh, None, cfg, correspondences_fn=flipped, symmetry=template.symmetry)
+        errs[mirror] = evaluate_track(res, truth[:1])["visible_mean_cm"]
+    assert errs["per_match"] < 3.0 and errs["off"] > 1.5 * errs["per_match"], errs
 
 
 def test_load_depth_sequence_folder(seq, tmp_path):

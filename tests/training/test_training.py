@@ -217,7 +217,8 @@ def test_chirality_head_trains_and_is_dropped_when_shipped(tiny, tmp_path):
     from bodycorr.data.views import ViewGenerator
     from bodycorr.models.io import save_model_file
     from bodycorr.training.loop import build_model, losses
-    from bodycorr.training.targets import body_sides, build_targets
+    from bodycorr.body.template import body_sides
+    from bodycorr.training.targets import build_targets
 
     cfg = tiny.replace(model_args={**tiny.model_args, "chirality_head": True})
     t = get_template()

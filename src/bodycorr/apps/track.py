@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -44,11 +44,12 @@ class TrackConfig:
         max_target_points: the frame's point cloud is subsampled to at most this many points.
         min_confidence: matches below this confidence are dropped.
         clean: remove flying pixels first.
-        mirror_check: when :func:`track` gets the template's left/right ``symmetry``, also register
-            with every match mirrored and keep the hypothesis whose rigid start fits its matches
-            better (median residual): descriptors that confuse left and right otherwise flip whole
-            frames. The final energies do not tell the two apart (both surfaces fit the depth);
-            the rigid residual does (a mirror is not a rigid motion). Doubles the time per frame.
+        mirror: what to do about descriptors that confuse left and right, when :func:`track` gets
+            the template's ``symmetry``. ``"per_match"`` (default): every match may pull either its
+            template vertex or that vertex's mirror, whichever the current fit puts nearer its
+            point (the depth model gets the side wrong for a large share of pixels, not for whole
+            frames). ``"per_frame"``: register twice, with all matches as given and all mirrored,
+            keep the better rigid fit (doubles the time). ``"off"``: use the matches as given.
     """
 
     views: int = 24
@@ -59,11 +60,13 @@ class TrackConfig:
     max_target_points: int = 20000
     min_confidence: float = 0.05
     clean: bool = True
-    mirror_check: bool = True
+    mirror: Literal["per_match", "per_frame", "off"] = "per_match"
 
     def check(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
             raise BodycorrError(f"TrackConfig.smoothing {self.smoothing}: must be in [0, 1). Use 0 to turn it off.")
+        if self.mirror not in ("per_match", "per_frame", "off"):
+            raise BodycorrError(f"TrackConfig.mirror {self.mirror!r}: use 'per_match', 'per_frame' or 'off'.")
         if self.views < 1 or self.min_valid_pixels < 3 or self.max_matches < 3 or self.max_target_points < 3:
             raise BodycorrError("TrackConfig: views >= 1, min_valid_pixels, max_matches and max_target_points >= 3.")
 
@@ -207,7 +210,7 @@ def track(
             ``fn(t, cleaned_depth, camera) -> (template_indices, points, weights)``.
         progress: called as ``progress(t, status, seconds)`` after each frame.
         symmetry: (V,) mirror vertex of each template vertex (``Template.symmetry``): enables
-            ``config.mirror_check``.
+            ``config.mirror``.
     """
     config.check()
     d = np.asarray(depths)
@@ -280,8 +283,10 @@ def _register_frame(t, depth, camera, template_mesh, graph, correspondences_fn, 
     if len(pts) > config.max_target_points:
         pts = pts[rng.choice(len(pts), config.max_target_points, replace=False)]
     cloud = PointCloud(pts, name=f"frame {t}")
-    res = register_nonrigid(template_mesh, cloud, si, tp, w, config.nonrigid, graph=graph)
-    if config.mirror_check and symmetry is not None:
+    mirror = config.mirror if symmetry is not None else "off"
+    alternatives = np.asarray(symmetry)[si] if mirror == "per_match" else None
+    res = register_nonrigid(template_mesh, cloud, si, tp, w, config.nonrigid, graph=graph, alternatives=alternatives)
+    if mirror == "per_frame":
         sj = np.asarray(symmetry)[si]
         alt = register_nonrigid(template_mesh, cloud, sj, tp, w, config.nonrigid, graph=graph)
         rv = np.asarray(template_mesh.vertices)

@@ -254,3 +254,17 @@ def get_template() -> Template:
         full_faces=model.faces, vertex_face=vertex_face,
     )  # fmt: skip
     return t
+
+
+def body_sides(template: Template, margin: float = 0.1) -> np.ndarray:
+    """(Vt,) int8: +1 on the body's left, -1 on its right, 0 within ``margin`` metres of the mirror plane.
+
+    The lateral axis is the one the left/right symmetry map moves vertices along; the left side is
+    the one that holds ``hand.L``.
+    """
+    v = template.mesh.vertices
+    axis = int(np.abs(v[template.symmetry] - v).mean(0).argmax())
+    x = v[:, axis] - np.median(v[:, axis])
+    if x[template.parts == PART_NAMES.index("hand.L")].mean() < 0:
+        x = -x
+    return (np.sign(x) * (np.abs(x) > margin)).astype(np.int8)

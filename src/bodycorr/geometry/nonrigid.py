@@ -366,6 +366,41 @@ def _check_matches(
     return si, tp, w
 
 
+def _check_alternatives(alternatives, si: np.ndarray, n_source: int, where: str) -> np.ndarray | None:
+    if alternatives is None:
+        return None
+    alt = np.asarray(alternatives)
+    if alt.shape != si.shape or (alt.size and not np.issubdtype(alt.dtype, np.integer)):
+        raise BodycorrError(f"{where}: alternatives must be integer ({si.shape[0]},), one per match, got {alt.shape} {alt.dtype}.")
+    alt = alt.astype(np.int64)
+    if alt.size and (alt.min() < 0 or alt.max() >= n_source):
+        raise BodycorrError(f"{where}: an alternative vertex is outside [0, {n_source}). Indices must name source vertices.")
+    return alt
+
+
+def _rigid_start_with_alternatives(
+    v: np.ndarray, si: np.ndarray, alt: np.ndarray, tp: np.ndarray, w: np.ndarray, similarity: bool, kernel: RobustKernel,
+    rounds: int = 3,
+) -> SimilarityTransform:
+    """Robust Procrustes where each match may use either of two source vertices.
+
+    Starts once from all first and once from all second vertices (descriptors that confuse the
+    sides may favour either); each round re-picks, per match, the vertex the current transform
+    puts nearer its target and refits. Returns the start with the lower robust residual.
+    """
+    best, best_cost = SimilarityTransform.identity(), np.inf
+    for start in (si, alt):
+        tr, _ = robust_procrustes(v[start], tp, w, scale=similarity, kernel=kernel)
+        for _ in range(rounds):
+            pick = np.where(np.linalg.norm(tr.apply(v[alt]) - tp, axis=1) < np.linalg.norm(tr.apply(v[si]) - tp, axis=1), alt, si)
+            tr, _ = robust_procrustes(v[pick], tp, w, scale=similarity, kernel=kernel)
+        r = np.minimum(np.linalg.norm(tr.apply(v[si]) - tp, axis=1), np.linalg.norm(tr.apply(v[alt]) - tp, axis=1))
+        cost = float(w @ robust_loss(r, kernel, 0.1))  # one fixed scale (m), so the two starts compare
+        if cost < best_cost:
+            best, best_cost = tr, cost
+    return best
+
+
 # ----------------------------------------------------------------------------------------------
 # registration
 # ----------------------------------------------------------------------------------------------
@@ -548,6 +583,7 @@ def register_nonrigid(
     config: NonRigidConfig = NonRigidConfig(),
     *,
     graph: DeformationGraph | None = None,
+    alternatives: np.ndarray | None = None,
 ) -> RegistrationResult:
     """Deform ``source`` onto ``target`` with an embedded deformation graph (see the module docstring).
 
@@ -560,6 +596,10 @@ def register_nonrigid(
         config: :class:`NonRigidConfig`.
         graph: a graph built on ``source`` earlier (e.g. the template, once per sequence; it also
             caches the fixed parts of the linear system).
+        alternatives: (K,) a second source vertex per match (e.g. the left/right mirror of
+            ``source_indices``, for descriptors that confuse the sides). Every iteration each match
+            pulls whichever of its two vertices is nearer its target point, and the rigid start
+            is the better of the starts from either set. None: one vertex per match.
     Returns:
         :class:`RegistrationResult`. Without matches the registration is closest-point only and
         converges only from a close start.
@@ -572,6 +612,7 @@ def register_nonrigid(
     source.require_faces()
     tgt_geom = _as_target(target, where)
     si, tp, cw = _check_matches(source.num_vertices, source_indices, target_points, weights, where)
+    alt = _check_alternatives(alternatives, si, source.num_vertices, where)
     if graph is None:
         graph = build_deformation_graph(source, config.num_nodes, config.node_sampling, config.nearest_nodes, config.seed)
     elif graph.vertex_nodes.shape[0] != source.num_vertices:
@@ -583,7 +624,11 @@ def register_nonrigid(
 
     rigid = SimilarityTransform.identity()
     if config.rigid_init != "none" and has_corr:
-        rigid, _ = robust_procrustes(source.vertices[si], tp, cw, scale=config.rigid_init == "similarity", kernel=config.kernel)
+        similarity = config.rigid_init == "similarity"
+        if alt is None:
+            rigid, _ = robust_procrustes(source.vertices[si], tp, cw, scale=similarity, kernel=config.kernel)
+        else:
+            rigid = _rigid_start_with_alternatives(source.vertices, si, alt, tp, cw, similarity, config.kernel)
     sysm = _system(graph, source)
     nv, nn = source.num_vertices, graph.num_nodes
     X = _similarity_params(graph, rigid)
@@ -603,12 +648,17 @@ def register_nonrigid(
         energy = 0.0
         n_fit = 0
         if k.wc > 0:
+            use = si
             r = np.linalg.norm(V[si] - tp, axis=1)
+            if alt is not None:  # each match pulls the nearer of its two vertices
+                ra = np.linalg.norm(V[alt] - tp, axis=1)
+                use = np.where(ra < r, alt, si)
+                r = np.minimum(r, ra)
             wm = k.wc * cw * robust_weights(r, config.kernel, k.sig_c)
             energy += k.wc * float(cw @ robust_loss(r, config.kernel, k.sig_c))
-            W += np.bincount(si, weights=wm, minlength=nv)
+            W += np.bincount(use, weights=wm, minlength=nv)
             for d in range(3):
-                B[:, d] += np.bincount(si, weights=wm * tp[:, d], minlength=nv)
+                B[:, d] += np.bincount(use, weights=wm * tp[:, d], minlength=nv)
         A, _ = _affine(X)
         R = nearest_rotations(A)
         if k.wf > 0:

@@ -188,6 +188,15 @@ def _ch(c: int, width: float) -> int:
     return max(8, int(round(c * width / 8)) * 8)
 
 
+def global_layout(h: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) deepest features -> (B, 4 C): mean over each image quadrant.
+
+    Quadrants, not one global mean: which side of the image a part is on is the chirality cue,
+    and a plain mean would throw that layout away.
+    """
+    return F.adaptive_avg_pool2d(h, 2).flatten(1)
+
+
 class WeiAlexNet(nn.Module):
     """Table 1 tower: x (B, C_in, H, W) -> raw (un-normalised) descriptors (B, D, H, W)."""
 
@@ -232,12 +241,12 @@ class WeiAlexNet(nn.Module):
         self.features = nn.Sequential(*layers)
         # 9 "int" + 10 conv 3-1: 3x3 conv on the output grid, then bilinear upsampling to full size.
         self.descriptor = nn.Conv2d(c8b, cfg.descriptor_dim, 3, padding=1)
-        self.global_width = c8b
+        self.global_width = 4 * c8b
         self.global_features: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
-        self.global_features = f.mean((2, 3))  # (B, C): read by the training-only chirality head
+        self.global_features = global_layout(f)  # read by the training-only chirality head
         return upsample_aligned(self.descriptor(f), x.shape[-2:], self.output_stride)
 
 
@@ -265,7 +274,7 @@ class UNet(nn.Module):
             self.context = nn.Identity()
         self.decoder = nn.ModuleList(UpBlock(w[i + 1], w[i], w[i], **kw) for i in reversed(range(len(w) - 1)))
         self.head = nn.Conv2d(w[0], cfg.descriptor_dim, 1)
-        self.global_width = w[-1]
+        self.global_width = 4 * w[-1]
         self.global_features: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +284,7 @@ class UNet(nn.Module):
             h = stage(h)
             skips.append(h)
         h = self.context(skips.pop())
-        self.global_features = h.mean((2, 3))  # (B, C): read by the training-only chirality head
+        self.global_features = global_layout(h)  # read by the training-only chirality head
         for up in self.decoder:
             h = up(h, skips.pop())
         return upsample_aligned(self.head(h), x.shape[-2:], self.stem_stride)

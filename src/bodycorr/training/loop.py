@@ -28,7 +28,8 @@ from bodycorr.models.inputs import depth_to_input
 from bodycorr.models.io import read_torch_file, save_model_file
 from bodycorr.models.registry import checkpoint_dict, create_model
 from bodycorr.training.config import TrainConfig
-from bodycorr.training.targets import Targets, body_sides, build_targets
+from bodycorr.body.template import body_sides
+from bodycorr.training.targets import Targets, build_targets
 
 CHECKPOINT_FORMAT = 1
 

@@ -81,18 +81,3 @@ def build_targets(template: Template, config: TargetConfig) -> Targets:
     a = cached_arrays("targets", key, build)
     return Targets(segmentations=a["segmentations"], keypoints=a["keypoints"], num_landmarks=len(template.landmarks))
 
-
-def body_sides(template: Template, margin: float = 0.1) -> np.ndarray:
-    """(Vt,) int8: +1 on the body's left, -1 on its right, 0 within ``margin`` metres of the mirror plane.
-
-    The lateral axis is the one the left/right symmetry map moves vertices along; the left side is
-    the one that holds ``hand.L``.
-    """
-    from bodycorr.body.template import PART_NAMES
-
-    v = template.mesh.vertices
-    axis = int(np.abs(v[template.symmetry] - v).mean(0).argmax())
-    x = v[:, axis] - np.median(v[:, axis])
-    if x[template.parts == PART_NAMES.index("hand.L")].mean() < 0:
-        x = -x
-    return (np.sign(x) * (np.abs(x) > margin)).astype(np.int8)

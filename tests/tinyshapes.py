@@ -1,8 +1,10 @@
-"""Tiny geometry built in code for tests (no datasets): an icosphere and a jittered flat grid."""
+"""Tiny geometry built in code for tests (no datasets): an icosphere, a jittered flat grid, a tube
+(bendable like a limb) and a mirrored pair of tubes with its left/right symmetry map."""
 
 import numpy as np
 
 from bodycorr.geometry.mesh import Mesh
+from bodycorr.geometry.rigid import rotation_from_vector
 
 
 def icosphere(subdivisions: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -42,3 +44,37 @@ def grid_mesh(n: int = 14, size: float = 0.2, jitter: float = 0.25, seed: int = 
     a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel()
     f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
     return Mesh(v, f, "grid")
+
+
+def tube(n_around: int = 24, n_along: int = 41, length: float = 1.0, radius: float = 0.1) -> Mesh:
+    """An open cylinder along +z from z = 0 to ``length`` (984 vertices by default, ~2.6 cm edges)."""
+    th = np.linspace(0, 2 * np.pi, n_around, endpoint=False)
+    z = np.linspace(0, length, n_along)
+    tt, zz = np.meshgrid(th, z)
+    v = np.stack([radius * np.cos(tt), radius * np.sin(tt), zz], -1).reshape(-1, 3)
+    idx = np.arange(n_along * n_around).reshape(n_along, n_around)
+    a, b = idx[:-1], np.roll(idx[:-1], -1, axis=1)
+    c, d = idx[1:], np.roll(idx[1:], -1, axis=1)
+    f = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    return Mesh(v, f, "tube")
+
+
+def bend(v: np.ndarray, angle_deg: float = 60.0, centre_z: float = 0.5, width: float = 0.2) -> np.ndarray:
+    """Rotate the upper half of a tube by ``angle_deg`` about the x axis through (0, 0, centre_z),
+    blended smoothly over ``width`` around the middle (two-bone skinning)."""
+    rot = rotation_from_vector(np.deg2rad(angle_deg) * np.array([1.0, 0.0, 0.0]))
+    c = np.array([0.0, 0.0, centre_z])
+    s = np.clip((v[:, 2] - (centre_z - width / 2)) / width, 0, 1)
+    s = s * s * (3 - 2 * s)
+    return (1 - s)[:, None] * v + s[:, None] * ((v - c) @ rot.T + c)
+
+
+def mirrored_pair(gap: float = 0.3) -> tuple[Mesh, np.ndarray]:
+    """Two tubes at x = ±gap (mirror images through x = 0) as one mesh, and its left/right symmetry map."""
+    one = tube()
+    left = one.vertices + [gap, 0, 0]
+    n = one.num_vertices
+    faces = np.concatenate([one.faces, one.faces[:, ::-1] + n])  # the mirror copy keeps outward normals
+    symmetry = np.concatenate([np.arange(n) + n, np.arange(n)])  # vertex i + n is vertex i mirrored
+    right = left * [-1, 1, 1]
+    return Mesh(np.concatenate([left, right]), faces, "pair"), symmetry

@@ -549,3 +549,12 @@ def test_describing_in_worker_processes_changes_nothing(reg_folder, tiny_model, 
     assert par.meta["seconds"]["describe"] > 0
     with pytest.raises(BodycorrError, match="--workers"):
         run_benchmark(suite, [method], HarnessConfig(workers=0), progress=False)
+
+
+def test_method_specs_for_refinements(tiny_model):
+    from bodycorr.evaluation.harness import FittedModelMethod, RefinedModelMethod, make_method
+
+    fit = make_method(f"fit:{tiny_model}", views=4)
+    ref = make_method(f"refine:{tiny_model}", views=4)
+    assert isinstance(fit, FittedModelMethod) and fit.name.endswith("+ template fit") and fit.views == 4
+    assert isinstance(ref, RefinedModelMethod) and not isinstance(ref, FittedModelMethod) and ref.name.endswith("+ refine")

@@ -23,33 +23,11 @@ from bodycorr.geometry.rigid import (
     rotation_from_vector,
 )
 from bodycorr.matching.correspond import Correspondences
+from tinyshapes import bend, mirrored_pair, tube
 
 # ----------------------------------------------------------------------------------------------
 # shapes
 # ----------------------------------------------------------------------------------------------
-
-
-def tube(n_around: int = 24, n_along: int = 41, length: float = 1.0, radius: float = 0.1) -> Mesh:
-    """An open cylinder along +z from z = 0 to ``length`` (984 vertices by default, ~2.6 cm edges)."""
-    th = np.linspace(0, 2 * np.pi, n_around, endpoint=False)
-    z = np.linspace(0, length, n_along)
-    tt, zz = np.meshgrid(th, z)
-    v = np.stack([radius * np.cos(tt), radius * np.sin(tt), zz], -1).reshape(-1, 3)
-    idx = np.arange(n_along * n_around).reshape(n_along, n_around)
-    a, b = idx[:-1], np.roll(idx[:-1], -1, axis=1)
-    c, d = idx[1:], np.roll(idx[1:], -1, axis=1)
-    f = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
-    return Mesh(v, f, "tube")
-
-
-def bend(v: np.ndarray, angle_deg: float = 60.0, centre_z: float = 0.5, width: float = 0.2) -> np.ndarray:
-    """Rotate the upper half of a tube by ``angle_deg`` about the x axis through (0, 0, centre_z),
-    blended smoothly over ``width`` around the middle (two-bone skinning)."""
-    rot = rotation_from_vector(np.deg2rad(angle_deg) * np.array([1.0, 0.0, 0.0]))
-    c = np.array([0.0, 0.0, centre_z])
-    s = np.clip((v[:, 2] - (centre_z - width / 2)) / width, 0, 1)
-    s = s * s * (3 - 2 * s)
-    return (1 - s)[:, None] * v + s[:, None] * ((v - c) @ rot.T + c)
 
 
 def visible_part(mesh: Mesh, view=(0.0, 1.0, 0.0)) -> tuple[Mesh, np.ndarray]:
@@ -180,17 +158,6 @@ def test_bent_tube_from_noisy_correspondences_with_outliers():
     rot = rotation_from_vector(np.deg2rad(60) * np.array([1.0, 0, 0]))
     assert np.median([_angle_deg(a, np.eye(3)) for a in res.node_affine[lower]]) < 3
     assert np.median([_angle_deg(a / np.cbrt(np.linalg.det(a)), rot) for a in res.node_affine[upper]]) < 3
-
-
-def mirrored_pair(gap: float = 0.3) -> tuple[Mesh, np.ndarray]:
-    """Two tubes at x = ±gap (mirror images through x = 0) as one mesh, and its left/right symmetry map."""
-    one = tube()
-    left = one.vertices + [gap, 0, 0]
-    n = one.num_vertices
-    faces = np.concatenate([one.faces, one.faces[:, ::-1] + n])  # the mirror copy keeps outward normals
-    symmetry = np.concatenate([np.arange(n) + n, np.arange(n)])  # vertex i + n is vertex i mirrored
-    right = left * [-1, 1, 1]
-    return Mesh(np.concatenate([left, right]), faces, "pair"), symmetry
 
 
 def test_mirror_alternatives_undo_left_right_flips_of_the_matches():

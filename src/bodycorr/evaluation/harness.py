@@ -386,15 +386,59 @@ class RefinedModelMethod(ModelMethod):
         return refine_correspondences(source.scan.mesh, tgt, corr).target
 
 
+@dataclass(frozen=True, eq=False)
+class _Fitted:
+    described: Any
+    fit: Any
+
+
+class FittedModelMethod(ModelMethod):
+    """A descriptor network's matches to the template, refined by registering the template onto
+    each shape (mirror-aware, from the better of two rigid starts; :mod:`bodycorr.matching.fit`);
+    pairs are mapped through the two fitted templates. Works for meshes and partial views alike."""
+
+    def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None):
+        super().__init__(extractor, name, views, up)
+        self._template = None
+
+    def _template_parts(self):
+        if self._template is None:
+            from bodycorr.body.template import get_template
+            from bodycorr.geometry.nonrigid import build_deformation_graph
+            from bodycorr.matching.fit import FitConfig
+
+            t = get_template()
+            nr = FitConfig().nonrigid
+            graph = build_deformation_graph(t.mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
+            self._template = (t, self.extractor.mesh(t.mesh, self.views).descriptors, graph)
+        return self._template
+
+    def prepare(self, shape: EvalShape):
+        from bodycorr.matching.fit import fit_template
+
+        d = super().prepare(shape)
+        t, tdesc, graph = self._template_parts()
+        fit = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
+                           target=shape.scan.mesh if shape.scan.kind == "mesh" else None, graph=graph)  # fmt: skip
+        return _Fitted(d, fit)
+
+    def correspond(self, source, target) -> np.ndarray:
+        from bodycorr.matching.fit import map_via_template
+
+        return map_via_template(source.described.points, source.fit, target.described.points, target.fit)
+
+
 def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:
     """A method from a command-line spec: ``baseline:<name>`` (see :mod:`bodycorr.evaluation.baseline`),
-    a model file or training checkpoint, None for the shipped model, or ``refine:<model file or
-    'shipped'>`` for that model's map refined by non-rigid registration."""
-    if spec and spec.startswith("refine:"):
-        inner = spec.split(":", 1)[1]
-        base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
-        m = RefinedModelMethod(base.extractor, name=f"{base.name} + refine", views=views, up=up)
-        return m
+    a model file or training checkpoint, None for the shipped model, ``refine:<model file or
+    'shipped'>`` for that model's map refined by non-rigid registration of the source onto the
+    target, or ``fit:<model file or 'shipped'>`` for the map through the template registered onto
+    both shapes (mirror-aware)."""
+    for prefix, cls, label in (("refine:", RefinedModelMethod, "refine"), ("fit:", FittedModelMethod, "template fit")):
+        if spec and spec.startswith(prefix):
+            inner = spec.split(":", 1)[1]
+            base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
+            return cls(base.extractor, name=f"{base.name} + {label}", views=views, up=up)
     if spec and spec.startswith("baseline:"):
         from bodycorr.evaluation.baseline import get_baseline
 

@@ -378,27 +378,60 @@ def _check_alternatives(alternatives, si: np.ndarray, n_source: int, where: str)
     return alt
 
 
-def _rigid_start_with_alternatives(
-    v: np.ndarray, si: np.ndarray, alt: np.ndarray, tp: np.ndarray, w: np.ndarray, similarity: bool, kernel: RobustKernel,
-    rounds: int = 3,
-) -> SimilarityTransform:
-    """Robust Procrustes where each match may use either of two source vertices.
+def rigid_starts(
+    v: np.ndarray, si: np.ndarray, alt: np.ndarray, tp: np.ndarray, w: np.ndarray, similarity: bool = False,
+    kernel: RobustKernel = "geman_mcclure", rounds: int = 3,
+) -> list[tuple[SimilarityTransform, float]]:
+    """Robust Procrustes starts where each match may use either of two source vertices.
 
-    Starts once from all first and once from all second vertices (descriptors that confuse the
-    sides may favour either); each round re-picks, per match, the vertex the current transform
-    puts nearer its target and refits. Returns the start with the lower robust residual.
+    Args:
+        v: (V, 3) source vertices; si, alt: (K,) the two candidate vertices of each match;
+        tp: (K, 3) target points; w: (K,) weights.
+    Returns:
+        the distinct local optima found, best first, as (transform, robust cost). Descriptors that
+        confuse the sides may also confuse front and back, so the fit starts from all first and
+        from all second vertices, each as fitted and turned half-way round each principal axis of
+        the matched source points; each round re-picks, per match, the vertex the current
+        transform puts nearer its target and refits. Costs use one fixed scale (0.1 m), so they
+        compare. Two optima are the same when they differ by under 20° and 5 cm.
     """
-    best, best_cost = SimilarityTransform.identity(), np.inf
+    pts = v[np.unique(np.r_[si, alt])]
+    c = pts.mean(0)
+    axes = np.linalg.svd(pts - c, full_matrices=False)[2]
+    turns = [np.eye(3)] + [2 * np.outer(a, a) - np.eye(3) for a in axes]  # 180° about each axis
+
+    def nearer(tr: SimilarityTransform) -> tuple[np.ndarray, np.ndarray]:
+        r0 = np.linalg.norm(tr.apply(v[si]) - tp, axis=1)
+        r1 = np.linalg.norm(tr.apply(v[alt]) - tp, axis=1)
+        return np.where(r1 < r0, alt, si), np.minimum(r0, r1)
+
+    found: list[tuple[SimilarityTransform, float]] = []
     for start in (si, alt):
-        tr, _ = robust_procrustes(v[start], tp, w, scale=similarity, kernel=kernel)
-        for _ in range(rounds):
-            pick = np.where(np.linalg.norm(tr.apply(v[alt]) - tp, axis=1) < np.linalg.norm(tr.apply(v[si]) - tp, axis=1), alt, si)
-            tr, _ = robust_procrustes(v[pick], tp, w, scale=similarity, kernel=kernel)
-        r = np.minimum(np.linalg.norm(tr.apply(v[si]) - tp, axis=1), np.linalg.norm(tr.apply(v[alt]) - tp, axis=1))
-        cost = float(w @ robust_loss(r, kernel, 0.1))  # one fixed scale (m), so the two starts compare
-        if cost < best_cost:
-            best, best_cost = tr, cost
-    return best
+        for q in turns:
+            turned = (v - c) @ q.T + c
+            tr, _ = robust_procrustes(turned[start], tp, w, scale=similarity, kernel=kernel)
+            pick, _ = nearer(_compose_turn(tr, q, c))
+            for _ in range(rounds):
+                tr, _ = robust_procrustes(v[pick], tp, w, scale=similarity, kernel=kernel)
+                pick, r = nearer(tr)
+            cost = float(w @ robust_loss(r, kernel, 0.1))
+            same = [i for i, (o, _) in enumerate(found) if _angle_between(o.rotation, tr.rotation) < 20
+                    and np.linalg.norm(o.apply(c) - tr.apply(c)) < 0.05]  # fmt: skip
+            if not same:
+                found.append((tr, cost))
+            elif cost < found[same[0]][1]:
+                found[same[0]] = (tr, cost)
+    return sorted(found, key=lambda x: x[1])
+
+
+def _angle_between(r1: np.ndarray, r2: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(r1.T @ r2) - 1) / 2, -1, 1))))
+
+
+def _compose_turn(tr: SimilarityTransform, q: np.ndarray, c: np.ndarray) -> SimilarityTransform:
+    """``tr`` after turning the source by the rotation ``q`` about the point ``c``."""
+    rot = tr.rotation @ q
+    return SimilarityTransform(rot, tr.apply(c) - tr.scale * rot @ c, tr.scale)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -584,6 +617,7 @@ def register_nonrigid(
     *,
     graph: DeformationGraph | None = None,
     alternatives: np.ndarray | None = None,
+    rigid_start: SimilarityTransform | None = None,
 ) -> RegistrationResult:
     """Deform ``source`` onto ``target`` with an embedded deformation graph (see the module docstring).
 
@@ -599,7 +633,8 @@ def register_nonrigid(
         alternatives: (K,) a second source vertex per match (e.g. the left/right mirror of
             ``source_indices``, for descriptors that confuse the sides). Every iteration each match
             pulls whichever of its two vertices is nearer its target point, and the rigid start
-            is the better of the starts from either set. None: one vertex per match.
+            is the best of :func:`rigid_starts`. None: one vertex per match.
+        rigid_start: the global start to use instead of one fitted to the matches.
     Returns:
         :class:`RegistrationResult`. Without matches the registration is closest-point only and
         converges only from a close start.
@@ -623,12 +658,14 @@ def register_nonrigid(
         raise BodycorrError(f"{where}: fewer than 3 matches with positive weight and fit_weight is 0 in every stage. Give matches or a closest-point weight.")
 
     rigid = SimilarityTransform.identity()
-    if config.rigid_init != "none" and has_corr:
+    if rigid_start is not None:
+        rigid = rigid_start
+    elif config.rigid_init != "none" and has_corr:
         similarity = config.rigid_init == "similarity"
         if alt is None:
             rigid, _ = robust_procrustes(source.vertices[si], tp, cw, scale=similarity, kernel=config.kernel)
         else:
-            rigid = _rigid_start_with_alternatives(source.vertices, si, alt, tp, cw, similarity, config.kernel)
+            rigid = rigid_starts(source.vertices, si, alt, tp, cw, similarity, config.kernel)[0][0]
     sysm = _system(graph, source)
     nv, nn = source.num_vertices, graph.num_nodes
     X = _similarity_params(graph, rigid)
@@ -839,5 +876,6 @@ __all__: Sequence[str] = (
     "RegistrationResult",
     "build_deformation_graph",
     "register_nonrigid",
+    "rigid_starts",
     "refine_correspondences",
 )

@@ -1,0 +1,128 @@
+"""Fit the body template to a described scan (descriptor matches + non-rigid registration), and map
+between scans through their fitted templates (the refinement of Wei et al.'s "CNN-S", via the template).
+
+Wei et al. refine a nearest-neighbour map by deforming the source onto the target. Here both scans
+get the template registered onto them instead: the template has a known left/right symmetry, so
+every match may pull either its template vertex or that vertex's mirror (descriptors that cannot
+tell the sides apart stop hurting), and the registration starts from the best rigid starts of the
+matches (:func:`~bodycorr.geometry.nonrigid.rigid_starts`; front/back confusions give two), keeping
+the one whose registration ends at the lower energy. A source point then maps to the target point
+nearest the same template vertex on the target's fitted template.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.mesh import Mesh, PointCloud
+from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
+from bodycorr.matching.correspond import match
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How the template is fitted to a scan.
+
+    Attributes:
+        nonrigid: registration settings.
+        max_matches: at most this many matches (the most confident) drive the registration.
+        min_confidence: matches below this confidence are dropped.
+        max_target_points: the scan is subsampled to at most this many points for the closest-point term.
+        starts: register from this many of the best distinct rigid starts and keep the lowest final
+            energy (2 covers a front/back confusion; 1 is twice as fast).
+        mirror: let every match pull its template vertex or that vertex's mirror (needs the symmetry).
+        seed: subsampling seed.
+    """
+
+    nonrigid: NonRigidConfig = NonRigidConfig()
+    max_matches: int = 4000
+    min_confidence: float = 0.05
+    max_target_points: int = 20000
+    starts: int = 2
+    mirror: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class TemplateFit:
+    """The template registered onto one scan.
+
+    Attributes:
+        vertices: (Vt, 3) the template's vertices on the scan (metres, the scan's frame).
+        energy: final registration energy of the kept start.
+        starts_tried: registrations run (distinct rigid starts, at most ``FitConfig.starts``).
+        matches: matches that drove it.
+        seconds: wall time.
+    """
+
+    vertices: np.ndarray
+    energy: float
+    starts_tried: int
+    matches: int
+    seconds: float
+
+
+def fit_template(
+    points: np.ndarray,
+    descriptors: np.ndarray,
+    consistency: np.ndarray | None,
+    template: Mesh,
+    template_descriptors: np.ndarray,
+    symmetry: np.ndarray | None,
+    target: Mesh | PointCloud | None = None,
+    config: FitConfig = FitConfig(),
+    graph: DeformationGraph | None = None,
+) -> TemplateFit:
+    """Register ``template`` onto a scan from descriptor matches.
+
+    Args:
+        points: (N, 3) the scan's points (metres); descriptors: (N, D); consistency: (N,) or None.
+        template: the rest template mesh (Vt vertices); template_descriptors: (Vt, D).
+        symmetry: (Vt,) mirror vertex of each template vertex (``Template.symmetry``), or None.
+        target: the scan's surface for the closest-point term (a mesh; None: the points as a cloud).
+        graph: the template's deformation graph, to reuse across scans.
+    """
+    t0 = time.perf_counter()
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) != len(descriptors):
+        raise BodycorrError(f"fit_template: points {points.shape} and descriptors {np.shape(descriptors)} must be (N, 3) and (N, D).")
+    if len(template_descriptors) != template.num_vertices:
+        raise BodycorrError(f"fit_template: {len(template_descriptors)} template descriptors for {template.num_vertices} template vertices.")
+    corr = match(descriptors, template_descriptors, consistency)
+    si, tp, w = corr.target.astype(np.int64), points, corr.confidence.astype(np.float64)
+    keep = w >= config.min_confidence
+    si, tp, w = si[keep], tp[keep], w[keep]
+    if len(si) < 3:
+        raise BodycorrError(f"fit_template: only {len(si)} matches above confidence {config.min_confidence}; the scan does not look like a body.")
+    if len(si) > config.max_matches:
+        top = np.argsort(-w, kind="stable")[: config.max_matches]
+        si, tp, w = si[top], tp[top], w[top]
+    rng = np.random.default_rng(config.seed)
+    if target is None:
+        pts = points if len(points) <= config.max_target_points else points[rng.choice(len(points), config.max_target_points, replace=False)]
+        target = PointCloud(pts, name="scan")
+    nr = config.nonrigid
+    if graph is None:
+        graph = build_deformation_graph(template, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
+    alt = np.asarray(symmetry)[si] if (config.mirror and symmetry is not None) else si
+    starts = rigid_starts(template.vertices, si, alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
+    best = None
+    for tr, _ in starts:
+        res = register_nonrigid(template, target, si, tp, w, nr, graph=graph, alternatives=alt, rigid_start=tr)
+        if np.isfinite(res.vertices).all() and (best is None or res.energies[-1] < best.energies[-1]):
+            best = res
+    if best is None:
+        raise BodycorrError("fit_template: the registration diverged (non-finite vertices) from every start.")
+    return TemplateFit(np.asarray(best.vertices), float(best.energies[-1]), len(starts), len(si), time.perf_counter() - t0)
+
+
+def map_via_template(source_points: np.ndarray, source_fit: TemplateFit, target_points: np.ndarray, target_fit: TemplateFit) -> np.ndarray:
+    """(N_source,) target point index for every source point: source point -> nearest vertex of the
+    source's fitted template -> the same vertex on the target's fitted template -> nearest target point."""
+    u = cKDTree(source_fit.vertices).query(np.asarray(source_points, dtype=np.float64), workers=1)[1]
+    return cKDTree(np.asarray(target_points, dtype=np.float64)).query(target_fit.vertices[u], workers=1)[1].astype(np.int64)

@@ -123,3 +123,37 @@ def test_load_depth_sequence_folder(seq, tmp_path):
     d, cam = load_depth_sequence(tmp_path, frames=2)
     assert d.shape == (2,) + depths.shape[1:] and (cam.intrinsics.width, cam.intrinsics.height) == (K.width, K.height)
     np.testing.assert_allclose(d, depths[:2], atol=1e-6)
+
+
+def test_sequence_choice_of_rigid_starts_keeps_one_facing():
+    """Per frame, two starts a half turn apart with near-equal costs (front/back confusion): the
+    sequence keeps the facing most frames prefer, and a skipped frame cuts the chain."""
+    from bodycorr.apps.track import _choose_starts, _FrameMatches
+    from bodycorr.geometry.rigid import SimilarityTransform, rotation_from_vector
+
+    def frame(t, yaw_deg, front_cost, back_cost):
+        front = SimilarityTransform(rotation_from_vector(np.deg2rad(yaw_deg) * np.array([0, 0, 1.0])), np.zeros(3))
+        back = SimilarityTransform(rotation_from_vector(np.deg2rad(yaw_deg + 180) * np.array([0, 0, 1.0])), np.zeros(3))
+        starts = sorted([(front, front_cost), (back, back_cost)], key=lambda x: x[1])
+        fm = _FrameMatches(t, np.zeros(3, int), np.zeros((3, 3)), np.ones(3), None)
+        fm.starts = starts
+        return fm
+
+    # frames 2 and 5 prefer the back start by 0.5 %; the person turns slowly (2° a frame)
+    costs = [(10.0, 10.1), (10.0, 10.1), (10.05, 10.0), (10.0, 10.1), (10.0, 10.1), (10.05, 10.0)]
+    frames = [frame(t, 2.0 * t, f, b) for t, (f, b) in enumerate(costs)]
+    choice = _choose_starts(frames, switch_deg=60.0)
+    assert all(rotation_angle(choice[t].rotation, frames[t], "front") for t in range(6))
+    # a clear preference still wins (a start 30 % better), and a gap resets the chain
+    frames2 = [frame(0, 0, 10.0, 10.1), "skipped: no person", frame(2, 0, 13.0, 10.0)]
+    choice2 = _choose_starts(frames2, switch_deg=60.0)
+    assert set(choice2) == {0, 2} and rotation_angle(choice2[2].rotation, frames2[2], "back")
+
+
+def rotation_angle(rot, fm, which):
+    """Whether ``rot`` is the frame's front (the smaller yaw) or back start."""
+    from bodycorr.geometry.rigid import rotation_angle_deg
+
+    front = min(fm.starts, key=lambda s: abs(np.arctan2(s[0].rotation[1, 0], s[0].rotation[0, 0])))[0]
+    is_front = rotation_angle_deg(rot, front.rotation) < 1
+    return is_front if which == "front" else not is_front

@@ -2,7 +2,10 @@
 
 Every frame is registered FROM THE REST TEMPLATE with that frame's own correspondences (learned
 descriptors: pixel -> template vertex), so errors never feed forward: a bad frame cannot spoil the
-next one. Optional temporal smoothing only blends the final output with the previous output.
+next one. Each match may pull its template vertex or that vertex's mirror (the descriptors confuse
+left and right), and each frame's rigid start is chosen among that frame's own candidates jointly
+over the sequence (they confuse front and back too; a person does not turn round between frames).
+Optional temporal smoothing only blends the final output with the previous output.
 
 * :func:`synthetic_sequence` — a depth sequence of one test-split person walking, with the truth.
 * :func:`track` — per frame: clean flying pixels, describe pixels, match to the template's
@@ -23,7 +26,8 @@ import numpy as np
 from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh, PointCloud
-from bodycorr.geometry.nonrigid import NonRigidConfig, build_deformation_graph, register_nonrigid
+from bodycorr.geometry.nonrigid import NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
+from bodycorr.geometry.rigid import rotation_angle_deg
 from bodycorr.matching.inputs import remove_flying_pixels
 
 # (t, cleaned depth (H, W) m, camera) -> (template vertex indices (K,), target points (K, 3), weights (K,))
@@ -50,6 +54,10 @@ class TrackConfig:
             point (the depth model gets the side wrong for a large share of pixels, not for whole
             frames). ``"per_frame"``: register twice, with all matches as given and all mirrored,
             keep the better rigid fit (doubles the time). ``"off"``: use the matches as given.
+        facing_switch_deg: with ``"per_match"``, each frame's rigid start is chosen among its own
+            candidates jointly over the sequence; a turn of this many degrees between consecutive
+            frames costs as much as a start 1 % worse than its frame's best. Descriptors that
+            confuse front and back leave two candidates a half turn apart with near-equal costs.
     """
 
     views: int = 24
@@ -61,6 +69,7 @@ class TrackConfig:
     min_confidence: float = 0.05
     clean: bool = True
     mirror: Literal["per_match", "per_frame", "off"] = "per_match"
+    facing_switch_deg: float = 60.0
 
     def check(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
@@ -234,12 +243,13 @@ def track(
     nmatch = np.zeros(T, dtype=np.int64)
     status: list[str] = []
     cleaned = np.zeros(d.shape, dtype=np.float32)
-    prev: np.ndarray | None = None
+    mirror = config.mirror if symmetry is not None else "off"
+    # pass 1: each frame's own matches and, with per-match mirrors, its distinct rigid starts
+    frames: list[_FrameMatches | str] = []
     for t in range(T):
         t0 = time.perf_counter()
         raw = d[t].astype(np.float32)
         problem = _frame_problem(raw, config.min_valid_pixels)
-        verts = None
         if problem is None:
             dep = remove_flying_pixels(raw) if config.clean else raw
             cleaned[t] = dep
@@ -248,7 +258,26 @@ def track(
                 problem = f"only {n_valid} valid pixels after cleaning (< {config.min_valid_pixels})"
         if problem is None:
             try:
-                verts, nmatch[t] = _register_frame(t, dep, camera, template_mesh, graph, correspondences_fn, config, rng, symmetry)
+                fm = _frame_matches(t, dep, camera, correspondences_fn, config, rng)
+                if mirror == "per_match":
+                    fm.starts = rigid_starts(rest, fm.si, np.asarray(symmetry)[fm.si], fm.tp, fm.w, nr.rigid_init == "similarity", nr.kernel)
+                frames.append(fm)
+            except BodycorrError as e:
+                problem = str(e)
+        if problem is not None:
+            frames.append(problem)
+        seconds[t] = time.perf_counter() - t0
+    choice = _choose_starts(frames, config.facing_switch_deg) if mirror == "per_match" else {}
+    # pass 2: register every frame from the rest template, from its chosen start
+    prev: np.ndarray | None = None
+    for t in range(T):
+        t0 = time.perf_counter()
+        fm = frames[t]
+        verts, problem = None, fm if isinstance(fm, str) else None
+        if problem is None:
+            try:
+                verts = _register_frame(fm, template_mesh, graph, config, symmetry, mirror, choice.get(t))
+                nmatch[t] = len(fm.si)
             except BodycorrError as e:
                 problem = str(e)
         if verts is None:
@@ -260,13 +289,23 @@ def track(
             status.append("ok")
             out[t] = verts
             prev = verts
-        seconds[t] = time.perf_counter() - t0
+        seconds[t] += time.perf_counter() - t0
         if progress is not None:
             progress(t, status[-1], float(seconds[t]))
     return TrackResult(out, seconds, tuple(status), np.asarray(template_mesh.faces), cleaned, camera, nmatch)
 
 
-def _register_frame(t, depth, camera, template_mesh, graph, correspondences_fn, config, rng, symmetry=None):
+@dataclass(eq=False)
+class _FrameMatches:
+    t: int
+    si: np.ndarray
+    tp: np.ndarray
+    w: np.ndarray
+    cloud: PointCloud
+    starts: list = field(default_factory=list)
+
+
+def _frame_matches(t, depth, camera, correspondences_fn, config, rng) -> _FrameMatches:
     si, tp, w = correspondences_fn(t, depth, camera)
     si = np.asarray(si, dtype=np.int64)
     tp = np.asarray(tp, dtype=np.float64)
@@ -282,10 +321,52 @@ def _register_frame(t, depth, camera, template_mesh, graph, correspondences_fn, 
     pts = camera.backproject(depth)[depth > 0]
     if len(pts) > config.max_target_points:
         pts = pts[rng.choice(len(pts), config.max_target_points, replace=False)]
-    cloud = PointCloud(pts, name=f"frame {t}")
-    mirror = config.mirror if symmetry is not None else "off"
+    return _FrameMatches(t, si, tp, w, PointCloud(pts, name=f"frame {t}"))
+
+
+def _choose_starts(frames: list, switch_deg: float) -> dict[int, object]:
+    """One rigid start per tracked frame, chosen jointly over the sequence (Viterbi).
+
+    Each frame offers the distinct optima of its own matches (:func:`rigid_starts`; descriptors
+    that confuse front and back give two, a half turn apart, whose costs differ by about 1 %).
+    A path pays each start's cost above its frame's best (in %) plus the turn between consecutive
+    frames' starts over ``switch_deg``: a person does not turn round between two frames, so the
+    sequence settles which way it faces. Only the frames' own starts are chosen from; no
+    registration result is carried to another frame. Skipped frames cut the chain.
+    """
+    choice: dict[int, object] = {}
+    run: list = []
+
+    def solve(run: list) -> None:
+        if not run:
+            return
+        unary = [np.array([(c / fm.starts[0][1] - 1) * 100 for _, c in fm.starts]) for fm in run]
+        acc, back = [unary[0]], []
+        for i in range(1, len(run)):
+            turn = np.array([[rotation_angle_deg(a.rotation, b.rotation) / switch_deg for b, _ in run[i].starts] for a, _ in run[i - 1].starts])
+            tot = acc[-1][:, None] + turn
+            back.append(tot.argmin(0))
+            acc.append(tot.min(0) + unary[i])
+        k = int(acc[-1].argmin())
+        for i in range(len(run) - 1, -1, -1):
+            choice[run[i].t] = run[i].starts[k][0]
+            if i:
+                k = int(back[i - 1][k])
+
+    for fm in frames:
+        if isinstance(fm, _FrameMatches) and fm.starts:
+            run.append(fm)
+        else:
+            solve(run)
+            run = []
+    solve(run)
+    return choice
+
+
+def _register_frame(fm: _FrameMatches, template_mesh, graph, config, symmetry, mirror, start=None) -> np.ndarray:
+    si, tp, w, cloud = fm.si, fm.tp, fm.w, fm.cloud
     alternatives = np.asarray(symmetry)[si] if mirror == "per_match" else None
-    res = register_nonrigid(template_mesh, cloud, si, tp, w, config.nonrigid, graph=graph, alternatives=alternatives)
+    res = register_nonrigid(template_mesh, cloud, si, tp, w, config.nonrigid, graph=graph, alternatives=alternatives, rigid_start=start)
     if mirror == "per_frame":
         sj = np.asarray(symmetry)[si]
         alt = register_nonrigid(template_mesh, cloud, sj, tp, w, config.nonrigid, graph=graph)
@@ -297,7 +378,7 @@ def _register_frame(t, depth, camera, template_mesh, graph, correspondences_fn, 
     v = np.asarray(res.vertices, dtype=np.float64)
     if not np.isfinite(v).all():
         raise BodycorrError("registration diverged (non-finite vertices)")
-    return v, len(si)
+    return v
 
 
 # ------------------------------------------------------------------------------------------------

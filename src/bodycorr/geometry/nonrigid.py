@@ -59,6 +59,7 @@ from bodycorr.geometry.rigid import (
     robust_loss,
     robust_procrustes,
     robust_weights,
+    rotation_angle_deg,
 )
 from bodycorr.geometry.sampling import farthest_point_sampling_euclidean
 
@@ -415,17 +416,13 @@ def rigid_starts(
                 tr, _ = robust_procrustes(v[pick], tp, w, scale=similarity, kernel=kernel)
                 pick, r = nearer(tr)
             cost = float(w @ robust_loss(r, kernel, 0.1))
-            same = [i for i, (o, _) in enumerate(found) if _angle_between(o.rotation, tr.rotation) < 20
+            same = [i for i, (o, _) in enumerate(found) if rotation_angle_deg(o.rotation, tr.rotation) < 20
                     and np.linalg.norm(o.apply(c) - tr.apply(c)) < 0.05]  # fmt: skip
             if not same:
                 found.append((tr, cost))
             elif cost < found[same[0]][1]:
                 found[same[0]] = (tr, cost)
     return sorted(found, key=lambda x: x[1])
-
-
-def _angle_between(r1: np.ndarray, r2: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(r1.T @ r2) - 1) / 2, -1, 1))))
 
 
 def _compose_turn(tr: SimilarityTransform, q: np.ndarray, c: np.ndarray) -> SimilarityTransform:

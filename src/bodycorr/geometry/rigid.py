@@ -183,6 +183,11 @@ def procrustes(
     return SimilarityTransform(rot, mq - s * rot @ mp, s)
 
 
+def rotation_angle_deg(r1: np.ndarray, r2: np.ndarray) -> float:
+    """The angle (degrees) of the rotation that takes ``r1`` to ``r2`` (both (3, 3))."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(np.asarray(r1).T @ np.asarray(r2)) - 1) / 2, -1, 1))))
+
+
 def robust_procrustes(
     source: np.ndarray,
     target: np.ndarray,

@@ -50,3 +50,31 @@ def test_release_refuses_an_empty_log_and_a_missing_run(tmp_path, monkeypatch):
     with pytest.raises(BodycorrError, match="model file"):
         rel.release(tmp_path / "nowhere", tmp_path / "results.json", "bm")
     assert not (tmp_path / "weights" / "bm.md").exists()
+
+
+def _depth_run(root, name, steps, init=""):
+    run = root / name
+    run.mkdir()
+    save_model_file(create_model("unet", **tiny_overrides("unet")), run / "model.pt")
+    cfg = {"name": name, "model": "unet", "seed": 1, "batch_size": 4, "log_every": 10, "init": init,
+           "view": {"size": 64, "noise": "mixed"}}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(cfg))
+    log = [{"step": s, "img_per_s": 4.0} for s in range(10, steps + 1, 10)]
+    log[-1].update(val_mean_cm=30.0, val_median_cm=12.0, val_gross_pct=35.0)
+    (run / "log.jsonl").write_text("\n".join(json.dumps(x) for x in log) + "\n")
+    return run
+
+
+def test_depth_card_follows_the_init_chain(tmp_path, monkeypatch):
+    """A fine-tune started from another run's weights: the card counts both runs and gives both commands."""
+    monkeypatch.setattr(rel, "WEIGHTS", tmp_path / "weights")
+    first = _depth_run(tmp_path, "small", 20)
+    second = _depth_run(tmp_path, "medium", 30, init=str(first / "last.pt"))
+    g = {"AE_cm": 40.0, "WE_cm": 80.0, "median_cm": 15.0, "within_5cm_pct": 10.0, "within_10cm_pct": 30.0, "gross_pct": 40.0,
+         "flip_share_of_gross_pct": 70.0}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"suite": "s", "views": 8, "groups": {"full-full/inter/clean": g}}))
+    text = rel.release(second, tmp_path / "results.json", "depth").read_text()
+    assert f"bodycorr train --config small --out {first} && bodycorr train --config medium --out {second}" in text
+    assert "50 training steps" in text and "50 at batch 4 (200 views): 20 of `small`; 30 of `medium` (from" in text
+    # wall time: 5 log records x 10 steps x 4 images / 4 img/s = 50 s
+    assert "0.01 h" in text and "| full-full/inter/clean | 40.00 | 80.00 |" in text

@@ -43,6 +43,23 @@ def _bench_note(res: dict) -> str:
     return " ".join(parts)
 
 
+def _lineage(run: Path, cfg: dict) -> list[tuple[Path, dict, list]]:
+    """The runs that made ``run``'s weights, first to last: a run whose config has ``init`` started
+    from another run's ``last.pt``; each entry is (folder, config, log records)."""
+    chain: list[tuple[Path, dict, list]] = []
+    while True:
+        log = [json.loads(x) for x in check_readable(run / "log.jsonl", "run log").read_text().splitlines() if x.strip()]
+        if not log:
+            raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
+        chain.insert(0, (run, cfg, log))
+        if not cfg.get("init"):
+            return chain
+        run = Path(cfg["init"]).parent
+        cfg = json.loads(check_readable(run / "config.json", "config of the run the weights started from").read_text())
+        if len(chain) > 20:
+            raise BodycorrError(f"run {run}: the init chain is longer than 20 runs (a loop?).")
+
+
 def release(run: str | Path, results: str | Path, name: str = "depth-unet", command: str = "", note: str = "") -> Path:
     """Copy ``run/model.pt`` to ``bodycorr/weights/<name>.pt`` and write ``<name>.md`` (the card)."""
     run = Path(run)
@@ -51,16 +68,19 @@ def release(run: str | Path, results: str | Path, name: str = "depth-unet", comm
     res = json.loads(check_readable(results, "benchmark results").read_text())
     if cfg.get("task") == "surface":
         return release_surface(run, model, cfg, res, name, command, note)
-    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
-    if not log:
-        raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
+    chain = _lineage(run, cfg)
+    log = chain[-1][2]
     size_mb = model.stat().st_size / 2**20
     if size_mb > 20:
         raise BodycorrError(f"model file {model}: {size_mb:.1f} MB, over the 20 MB limit for a shipped model.")
-    # time spent training, from the log's throughput (resumes and pauses excluded; validation not counted)
-    every = cfg.get("log_every", 25)
-    wall = sum(every * cfg["batch_size"] / r["img_per_s"] for r in log if r.get("img_per_s"))
+    # time spent training, from the logs' throughput (resumes and pauses excluded; validation not counted)
+    wall = sum(sum(c.get("log_every", 25) * c["batch_size"] / r["img_per_s"] for r in lg if r.get("img_per_s")) for _, c, lg in chain)
+    steps = sum(lg[-1]["step"] for _, _, lg in chain)
+    views = sum(lg[-1]["step"] * c["batch_size"] for _, c, lg in chain)
     vals = [r for r in log if "val_mean_cm" in r]
+    if not command:
+        command = " && ".join(f"bodycorr train --config {c['name']} --out {r}" for r, c, _ in chain)
+    stages = "; ".join(f"{lg[-1]['step']} of `{c['name']}`" + (f" (from `{c['init']}`)" if c.get("init") else "") for _, c, lg in chain)
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, WEIGHTS / f"{name}.pt")
     rows = []
@@ -69,16 +89,16 @@ def release(run: str | Path, results: str | Path, name: str = "depth-unet", comm
                     f"{g['within_10cm_pct']:.1f} | {g['gross_pct']:.1f} | {g['flip_share_of_gross_pct']:.0f} |")  # fmt: skip
     card = f"""# Model card: `{name}`
 
-Dense depth descriptors (Wei et al. 2016 style), {cfg['model']} backbone, {log[-1]['step']} training steps.
+Dense depth descriptors (Wei et al. 2016 style), {cfg['model']} backbone, {steps} training steps.
 
 | | |
 | --- | --- |
 | file | `src/bodycorr/weights/{name}.pt` ({size_mb:.1f} MB, float16 weights, training heads dropped) |
-| command | `{command or f"bodycorr train --config {cfg['name']} --out {run}"}` |
-| config | `configs/{cfg['name']}.json` (copied below) |
-| seed | {cfg['seed']} |
+| command | `{command}` |
+| config | {", ".join(f"`configs/{c['name']}.json`" for _, c, _ in chain)} (the last copied below) |
+| seed | {", ".join(str(c['seed']) for _, c, _ in chain)} |
 | data | synthetic Anny people rendered on the fly: train identities only (test identities of synthetic-v1 never seen), {cfg['view']['size']}x{cfg['view']['size']} crops, noise '{cfg['view']['noise']}' |
-| steps | {log[-1]['step']} at batch {cfg['batch_size']} ({log[-1]['step'] * cfg['batch_size']} views) |
+| steps | {steps} at batch {cfg['batch_size']} ({views} views): {stages} |
 | wall time | {wall / 3600:.2f} h of training steps (from the log's throughput; validation excluded) |
 | hardware | {_hardware()} |
 | made | {datetime.now(timezone.utc).strftime('%Y-%m-%d')} |

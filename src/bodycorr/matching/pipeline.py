@@ -7,12 +7,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import atomic_path, ensure_dir, save_npz_atomic, write_json_atomic, write_text_atomic
+from bodycorr.geometry.mesh import Mesh
 from bodycorr.matching.correspond import Correspondences, match
 from bodycorr.matching.extract import DescriptorExtractor
 from bodycorr.matching.inputs import ScanInput, load_scan
@@ -36,6 +39,11 @@ class MatchOptions:
             input on 2 CPU cores, plus about 1 s once per process to describe the template.
         units: units of mesh and cloud files ("auto" detects from a body's size).
         intrinsics: intrinsics JSON for depth images (default Kinect v2).
+        refine: "none" (nearest neighbours in descriptor space); "register": deform the source
+            mesh onto the target from the matches and read the map off the aligned surfaces (Wei
+            et al.'s refinement; the source must be a mesh); "template": register the body
+            template onto both scans (each match may pull its template vertex or its mirror) and
+            map through the two fitted templates, which are written as PLY files too.
     """
 
     model: str | None = None
@@ -44,6 +52,7 @@ class MatchOptions:
     units: str = "auto"
     intrinsics: str | None = None
     device: str = "cpu"
+    refine: Literal["none", "register", "template"] = "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,12 +102,15 @@ def describe(scan: ScanInput, extractor: DescriptorExtractor, views: int = 48, u
 
 @dataclass(frozen=True, eq=False)
 class MatchResult:
-    """Correspondences from ``source`` to ``target`` plus timings."""
+    """Correspondences from ``source`` to ``target`` plus timings (and the fitted templates with
+    ``refine="template"``)."""
 
     source: Described
     target: Described
     correspondences: Correspondences
     match_seconds: float
+    refine: str = "none"
+    fits: tuple | None = None
 
     def summary(self) -> dict:
         c = self.correspondences
@@ -108,15 +120,49 @@ class MatchResult:
             "mutual_share": float(c.mutual.mean()), "mean_confidence": float(c.confidence.mean()),
             "source_up": [round(float(v), 4) for v in self.source.up], "target_up": [round(float(v), 4) for v in self.target.up],
             "seconds": {"describe_source": self.source.seconds, "describe_target": self.target.seconds, "match": self.match_seconds},
+            "refine": self.refine,
         }  # fmt: skip
 
 
-def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto") -> MatchResult:
+def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto",
+                refine: str = "none") -> MatchResult:  # fmt: skip
+    """Describe both scans and match them (``refine``: see :class:`MatchOptions`)."""
+    if refine not in ("none", "register", "template"):
+        raise BodycorrError(f"match: refine {refine!r}; use 'none', 'register' or 'template'.")
+    if refine == "register" and source.kind != "mesh":
+        raise BodycorrError(f"{source.name}: refine='register' deforms the source, which must be a mesh (got a {source.kind}). Use refine='template'.")
     a = describe(source, extractor, views, up)
     b = describe(target, extractor, views, up)
     t0 = time.perf_counter()
     c = match(a.descriptors, b.descriptors, a.consistency)
-    return MatchResult(a, b, c, time.perf_counter() - t0)
+    fits = None
+    if refine == "register":
+        from bodycorr.geometry.mesh import PointCloud
+        from bodycorr.geometry.nonrigid import refine_correspondences
+
+        c = refine_correspondences(source.mesh, target.mesh if target.kind == "mesh" else PointCloud(b.points, name=target.name), c)
+    elif refine == "template":
+        c, fits = _via_template(a, b, extractor, views)
+    return MatchResult(a, b, c, time.perf_counter() - t0, refine, fits)
+
+
+def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, views: int, sigma: float = 0.02):
+    """Correspondences through the template fitted onto both scans; distance = how far (m) the
+    target point lies from the template point it stands for, confidence exp(−(d/σ)²)."""
+    from bodycorr.body.template import get_template
+    from bodycorr.matching.fit import fit_template, map_via_template
+
+    t = get_template()
+    tdesc = extractor.mesh(t.mesh, views).descriptors
+    fits = tuple(fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
+                              target=d.scan.mesh if d.scan.kind == "mesh" else None) for d in (a, b))  # fmt: skip
+    fwd = map_via_template(a.points, fits[0], b.points, fits[1])
+    back = map_via_template(b.points, fits[1], a.points, fits[0])
+    u = cKDTree(fits[0].vertices).query(a.points, workers=1)[1]
+    d = np.linalg.norm(b.points[fwd] - fits[1].vertices[u], axis=1)
+    corr = Correspondences(target=fwd, distance=d.astype(np.float32), confidence=np.exp(-((d / sigma) ** 2)).astype(np.float32),
+                           mutual=back[fwd] == np.arange(len(fwd)))  # fmt: skip
+    return corr, fits
 
 
 def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = None) -> dict:
@@ -133,6 +179,13 @@ def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = Non
     from bodycorr.matching.visualize import side_by_side
 
     side_by_side(result, out / "matches.png")
+    if result.fits is not None:
+        from bodycorr.body.template import get_template
+        from bodycorr.geometry.io import save_mesh
+
+        faces = get_template().mesh.faces
+        for side, fit in zip(("source", "target"), result.fits):
+            save_mesh(Mesh(fit.vertices, faces, name=f"template on the {side}"), out / f"{side}_template.ply")
     summary = {**result.summary(), **(extra or {})}
     write_json_atomic(out / "summary.json", summary)
     return summary
@@ -143,7 +196,7 @@ def match_files(source: str, target: str, out: str, options: MatchOptions = Matc
     extractor = load_extractor(options.model, options.device)
     a = load_scan(source, options.units, options.intrinsics)
     b = load_scan(target, options.units, options.intrinsics)
-    res = match_scans(a, b, extractor, options.views, options.up)
+    res = match_scans(a, b, extractor, options.views, options.up, options.refine)
     s = write_outputs(res, out)
     return (f"matched {s['source_points']} {s['source_kind']} points of {source} to {s['target_kind']} {target} "
             f"({s['mutual_share'] * 100:.0f} % mutual); outputs in {out}")  # fmt: skip

@@ -558,3 +558,7 @@ def test_method_specs_for_refinements(tiny_model):
     ref = make_method(f"refine:{tiny_model}", views=4)
     assert isinstance(fit, FittedModelMethod) and fit.name.endswith("+ template fit") and fit.views == 4
     assert isinstance(ref, RefinedModelMethod) and not isinstance(ref, FittedModelMethod) and ref.name.endswith("+ refine")
+    from bodycorr.matching.pipeline import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.exists():
+        assert make_method("shipped").name == make_method(None).name == "shipped model"

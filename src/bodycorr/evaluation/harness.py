@@ -430,7 +430,7 @@ class FittedModelMethod(ModelMethod):
 
 def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:
     """A method from a command-line spec: ``baseline:<name>`` (see :mod:`bodycorr.evaluation.baseline`),
-    a model file or training checkpoint, None for the shipped model, ``refine:<model file or
+    a model file or training checkpoint, None or "shipped" for the shipped model, ``refine:<model file or
     'shipped'>`` for that model's map refined by non-rigid registration of the source onto the
     target, or ``fit:<model file or 'shipped'>`` for the map through the template registered onto
     both shapes (mirror-aware)."""
@@ -439,6 +439,8 @@ def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str 
             inner = spec.split(":", 1)[1]
             base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
             return cls(base.extractor, name=f"{base.name} + {label}", views=views, up=up)
+    if spec == "shipped":
+        spec = None
     if spec and spec.startswith("baseline:"):
         from bodycorr.evaluation.baseline import get_baseline
 

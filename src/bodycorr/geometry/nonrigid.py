@@ -11,7 +11,9 @@ A_j and a translation t_j per node.
 Energy (every term in m², normalised by its count so the weights do not depend on resolution):
 
 * correspondences  w_c / Σc · Σ_m c_m ρ(||v'_{s_m} − q_m||)  — c_m the match confidence, ρ a robust
-  kernel (Geman-McClure by default) so that wrong matches stop pulling;
+  kernel (Geman-McClure by default) so that wrong matches stop pulling; a match may name two
+  source vertices (a vertex and its left/right mirror, for descriptors that confuse the sides),
+  and then the nearer one pulls (a min over the two, re-chosen every iteration);
 * closest points   w_f / F · Σ_i ρ(√((n_i·d_i)² + β ||d_i − n_i n_i·d_i||²)),  d_i = v'_i − p_i  —
   point-to-plane (plus a small tangential share β) to the closest target point p_i with normal n_i,
   for F source vertices (a fixed random subset of ≤ ``max_fit_points``); pairs are rejected beyond a

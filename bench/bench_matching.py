@@ -86,7 +86,7 @@ def bench_matching_step(da: np.ndarray, db: np.ndarray, threads: int, repeats: i
     variants = {
         "faiss flat, both directions in full (before)": before_issue_3,
         "match(backend='faiss'), backward from hit targets": lambda: match(da, db, backend="faiss"),
-        "match() default: blocks, backward from hit targets": lambda: match(da, db),
+        "match(backend='blocks'), backward from hit targets": lambda: match(da, db, backend="blocks"),
         "blocks, both directions in full": lambda: nearest_both(da, db, backend="blocks", backward="all"),
     }
     hit = len(np.unique(match(da, db).target)) / len(db)

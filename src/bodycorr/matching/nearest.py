@@ -2,14 +2,14 @@
 
 Two backends give the same exact answers (ties aside):
 
-* ``"blocks"`` (the default for k = 1). Descriptors of a body are smooth functions on a 2-D
+* ``"blocks"`` (k = 1). Descriptors of a body are smooth functions on a 2-D
   surface and fill little of their 16-D space. Both sets are cut into kd-tree leaves along their
   main axes; each leaf has a centre and a radius. A group of about 256 queries is first searched
   in the leaves nearest to it, which gives every query an upper bound on its nearest distance;
   the leaves that cannot hold anything closer for any query of the group (``|q - centre| - radius``
   beyond the bound) are skipped, the others searched exactly. About a sixth of the pairs get a
   distance, each search a faiss BLAS call (fused distance and argmin).
-* ``"faiss"``: ``IndexFlatL2``, every pair (also used for k > 1 and for small problems).
+* ``"faiss"`` (the default): ``IndexFlatL2``, every pair (also used for k > 1 and for small problems).
 
 :func:`nearest_both` gives both directions; ``backward="hit"`` searches back only from the
 database points that some query chose, which is all a mutual-nearest check needs.
@@ -17,7 +17,10 @@ database points that some query chose, which is all a mutual-nearest check needs
 Measured (bench/bench_matching.py, two shipped-model scans of 13,348 vertices, 2 shared cores at
 load average ~5, interleaved medians): faiss flat both ways 236 ms; ``match()`` (blocks, backward
 from hit targets) 91 ms (x0.39); blocks both ways in full x0.51; faiss with the hit-only backward
-x0.64. CPU time, one thread each: 161 ms against 69 ms. Tried and dropped: scipy cKDTree
+x0.64. CPU time, one thread each: 161 ms against 69 ms. The pruning pays only while the
+descriptors cluster tightly: with the better-trained model shipped later (quiet machine, load
+0.9), faiss with the hit-only backward takes 43-46 ms and blocks 111-113 ms, so faiss is the
+default again; ``backward="hit"`` keeps its gain (x0.66 of both ways in full). Tried and dropped: scipy cKDTree
 (``workers=2``, raw or on principal axes: x0.8 to x1.7 of faiss), one shared GEMM pass with row
 and running column minima in torch or numpy (reductions and page faults of the big temporaries
 made it 5 to 10x slower than faiss), faiss IVF made exact by bounds (about 10 µs per query of
@@ -36,7 +39,7 @@ import numpy as np
 from bodycorr.common.errors import BodycorrError
 
 BACKENDS = ("blocks", "faiss")
-DEFAULT_BACKEND = "blocks"
+DEFAULT_BACKEND = "faiss"  # see the module docstring: blocks pruning depends on how the descriptors cluster
 DIMS = 4  # main axes the kd-tree splits along
 LEAF = 128  # points per kd leaf (the unit of pruning)
 GROUP = 256  # queries searched together

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -283,6 +283,53 @@ def init_weights(path: Path, cfg: Any, model: torch.nn.Module) -> None:
         ) from None
 
 
+class StepLog:
+    """The training loops' per-step bookkeeping: a tqdm bar, throughput, and ``log.jsonl`` records.
+
+    Every ``cfg.log_every`` steps (and at the last) one record is appended: step, time, learning
+    rate (``lr_at(step)``), images/s since the last record and every loss; on ``cfg.val_every``
+    steps ``validate()`` adds its fields and ``summary(step, record)`` is printed above the bar.
+    ``write=False`` (DDP ranks other than 0) counts nothing and writes nothing.
+    """
+
+    def __init__(self, path: Path, cfg: Any, start_step: int, lr_at: Callable[[int], float], validate: Callable[[], dict] | None,
+                 summary: Callable[[int, dict], str], progress: bool = True, write: bool = True):  # fmt: skip
+        self.path, self.cfg, self.lr_at, self.validate, self.summary, self.write = path, cfg, lr_at, validate, summary, write
+        self.bar = None
+        if progress and write:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+        self.record: dict[str, Any] = {}
+        self.t0, self.n_img = time.time(), 0
+
+    def update(self, step: int, images: int, ls: dict[str, torch.Tensor]) -> None:
+        """After optimiser step ``step`` (1-based) on ``images`` images with losses ``ls``."""
+        if not self.write:
+            return
+        cfg = self.cfg
+        self.n_img += images
+        if self.bar:
+            self.bar.update()
+            self.bar.set_postfix(loss=f"{ls['total'].item():.3f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            el = time.time() - self.t0
+            record = {"step": step, "time": time.time(), "lr": cfg.lr * self.lr_at(step), "img_per_s": self.n_img / max(el, 1e-9),
+                      **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
+            if self.validate and (step % cfg.val_every == 0 or step == cfg.steps):
+                record.update(self.validate())
+                if self.bar:
+                    self.bar.write(self.summary(step, record))
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self.record = record
+            self.t0, self.n_img = time.time(), 0
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM (kill, job schedulers) stops like Ctrl-C, so the loop's ``finally`` saves a checkpoint."""
@@ -358,14 +405,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
             yield from loader
 
     validator = PixelMatchValidator(cfg, out) if rank == 0 and cfg.val_every > 0 else None
-    log_path = out / "log.jsonl"
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, unit="step", dynamic_ncols=True)
-    record: dict[str, Any] = {}
-    t0, n_img = time.time(), 0
+    log = StepLog(out / "log.jsonl", cfg, step, lambda k: lr_factor(k, cfg), (lambda: validator(model, device)) if validator else None,
+                  lambda k, r: (f"step {k}: val mean {r['val_mean_cm']:.1f} cm, median {r['val_median_cm']:.1f} cm, "
+                                f"gross {r['val_gross_pct']:.1f} % ({r['val_flip_pct']:.0f} % of them flips)"),
+                  progress=progress, write=rank == 0)  # fmt: skip
     it = batches()
 
     def checkpoint() -> None:
@@ -389,28 +432,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                 ls["total"].backward()
                 opt.step()
                 step += 1
-                n_img += batch["depth"].shape[0] * world
-                if bar:
-                    bar.update()
-                    bar.set_postfix(loss=f"{ls['total'].item():.3f}")
-                if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                    el = time.time() - t0
-                    record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
-                              **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
-                    if validator and (step % cfg.val_every == 0 or step == cfg.steps):
-                        record.update(validator(model, device))
-                        if bar:
-                            bar.write(f"step {step}: val mean {record['val_mean_cm']:.1f} cm, median {record['val_median_cm']:.1f} cm, "
-                                      f"gross {record['val_gross_pct']:.1f} % ({record['val_flip_pct']:.0f} % of them flips)")
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    t0, n_img = time.time(), 0
+                log.update(step, batch["depth"].shape[0] * world, ls)
                 if step % cfg.ckpt_every == 0:
                     checkpoint()
         finally:
             checkpoint()
-            if bar:
-                bar.close()
+            log.close()
             if world > 1:
                 torch.distributed.destroy_process_group()
-    return record
+    return log.record

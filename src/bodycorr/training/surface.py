@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +20,7 @@ from bodycorr.data.images import ImageConfig, ImageShardDataset, ImageViewGenera
 from bodycorr.models.io import save_model_file
 from bodycorr.models.registry import checkpoint_dict, create_model, model_task
 from bodycorr.training.config import config_from_dict
-from bodycorr.training.loop import _plain, restore_checkpoint, save_checkpoint, sigterm_as_interrupt
+from bodycorr.training.loop import StepLog, _plain, restore_checkpoint, save_checkpoint, sigterm_as_interrupt
 from bodycorr.training.surface_losses import (
     GeodesicTable,
     colour_cross_entropy,
@@ -326,14 +325,10 @@ def train_surface(cfg: SurfaceTrainConfig, out_dir: str | Path, resume: bool = T
                 yield ds.batch(order[i : i + cfg.batch_size].numpy())
             epoch += 1
 
-    log_path = out / "log.jsonl"
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, unit="step", dynamic_ncols=True)
-    record: dict[str, Any] = {}
-    t0, n_img = time.time(), 0
+    log = StepLog(out / "log.jsonl", cfg, step, lambda k: lr_factor(k, cfg), (lambda: validator(net, device)) if validator else None,
+                  lambda k, r: (f"step {k}: val geodesic mean {r['val_geo_mean_cm']:.1f} cm, median {r['val_geo_median_cm']:.1f} cm, "
+                                f"{r['val_within_5cm_pct']:.0f} % within 5 cm, silhouette {r['val_sil_acc_pct']:.1f} %"),
+                  progress=progress)  # fmt: skip
     it = batches()
     # skip the batches of the current epoch already used, so a resumed run sees the same data order
     for _ in range((step * cfg.batch_size % len(ds)) // cfg.batch_size):
@@ -362,26 +357,10 @@ def train_surface(cfg: SurfaceTrainConfig, out_dir: str | Path, resume: bool = T
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 opt.step()
                 step += 1
-                n_img += rgb.shape[0]
-                if bar:
-                    bar.update()
-                    bar.set_postfix(loss=f"{ls['total'].item():.3f}")
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    el = time.time() - t0
-                    record = {"step": step, "time": time.time(), "lr": cfg.lr * lr_factor(step, cfg), "img_per_s": n_img / max(el, 1e-9),
-                              **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
-                    if validator and (step % cfg.val_every == 0 or step == cfg.steps):
-                        record.update(validator(net, device))
-                        if bar:
-                            bar.write(f"step {step}: val geodesic mean {record['val_geo_mean_cm']:.1f} cm, median {record['val_geo_median_cm']:.1f} cm, "
-                                      f"{record['val_within_5cm_pct']:.0f} % within 5 cm, silhouette {record['val_sil_acc_pct']:.1f} %")  # fmt: skip
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    t0, n_img = time.time(), 0
+                log.update(step, rgb.shape[0], ls)
                 if step % cfg.ckpt_every == 0:
                     checkpoint()
         finally:
             checkpoint()
-            if bar:
-                bar.close()
-    return record
+            log.close()
+    return log.record

@@ -143,14 +143,14 @@ def test_sequence_choice_of_rigid_starts_keeps_one_facing():
     costs = [(10.0, 10.1), (10.0, 10.1), (10.05, 10.0), (10.0, 10.1), (10.0, 10.1), (10.05, 10.0)]
     frames = [frame(t, 2.0 * t, f, b) for t, (f, b) in enumerate(costs)]
     choice = _choose_starts(frames, switch_deg=60.0)
-    assert all(rotation_angle(choice[t].rotation, frames[t], "front") for t in range(6))
+    assert all(is_start(choice[t].rotation, frames[t], "front") for t in range(6))
     # a clear preference still wins (a start 30 % better), and a gap resets the chain
     frames2 = [frame(0, 0, 10.0, 10.1), "skipped: no person", frame(2, 0, 13.0, 10.0)]
     choice2 = _choose_starts(frames2, switch_deg=60.0)
-    assert set(choice2) == {0, 2} and rotation_angle(choice2[2].rotation, frames2[2], "back")
+    assert set(choice2) == {0, 2} and is_start(choice2[2].rotation, frames2[2], "back")
 
 
-def rotation_angle(rot, fm, which):
+def is_start(rot, fm, which):
     """Whether ``rot`` is the frame's front (the smaller yaw) or back start."""
     from bodycorr.geometry.rigid import rotation_angle_deg
 

@@ -42,7 +42,8 @@ def test_map_via_template_between_two_scans():
     a, b = _scan(template, 40.0, [0, 0, 0]), _scan(template, -30.0, [0.05, 0, 0])
     fa = fit_template(a, desc, None, template, desc, sym, target=Mesh(a, template.faces, "a"), config=FAST)
     fb = fit_template(b, desc, None, template, desc, sym, target=Mesh(b, template.faces, "b"), config=FAST)
-    m = map_via_template(a, fa, b, fb)
+    m, d = map_via_template(a, fa, b, fb)
+    assert d.shape == m.shape and np.median(d) < 0.01  # the target's fit lands on its own points
     # the truth is vertex i -> vertex i (same topology): errors in metres on the rest shape
     err = np.linalg.norm(template.vertices[m] - template.vertices, axis=1)
     assert np.median(err) < 0.03 and (err > 0.2).mean() < 0.02  # no vertex lands on the other tube

@@ -425,7 +425,7 @@ class FittedModelMethod(ModelMethod):
     def correspond(self, source, target) -> np.ndarray:
         from bodycorr.matching.fit import map_via_template
 
-        return map_via_template(source.described.points, source.fit, target.described.points, target.fit)
+        return map_via_template(source.described.points, source.fit, target.described.points, target.fit)[0]
 
 
 def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:

@@ -411,8 +411,8 @@ def rigid_starts(
     found: list[tuple[SimilarityTransform, float]] = []
     for start in (si, alt):
         for q in turns:
-            turned = (v - c) @ q.T + c
-            tr, _ = robust_procrustes(turned[start], tp, w, scale=similarity, kernel=kernel)
+            turned = (v[start] - c) @ q.T + c
+            tr, _ = robust_procrustes(turned, tp, w, scale=similarity, kernel=kernel)
             pick, _ = nearer(_compose_turn(tr, q, c))
             for _ in range(rounds):
                 tr, _ = robust_procrustes(v[pick], tp, w, scale=similarity, kernel=kernel)

@@ -109,8 +109,8 @@ def fit_template(
     nr = config.nonrigid
     if graph is None:
         graph = build_deformation_graph(template, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
-    alt = np.asarray(symmetry)[si] if (config.mirror and symmetry is not None) else si
-    starts = rigid_starts(template.vertices, si, alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
+    alt = np.asarray(symmetry)[si] if (config.mirror and symmetry is not None) else None
+    starts = rigid_starts(template.vertices, si, si if alt is None else alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
     best = None
     for tr, _ in starts:
         res = register_nonrigid(template, target, si, tp, w, nr, graph=graph, alternatives=alt, rigid_start=tr)
@@ -121,8 +121,14 @@ def fit_template(
     return TemplateFit(np.asarray(best.vertices), float(best.energies[-1]), len(starts), len(si), time.perf_counter() - t0)
 
 
-def map_via_template(source_points: np.ndarray, source_fit: TemplateFit, target_points: np.ndarray, target_fit: TemplateFit) -> np.ndarray:
-    """(N_source,) target point index for every source point: source point -> nearest vertex of the
-    source's fitted template -> the same vertex on the target's fitted template -> nearest target point."""
+def map_via_template(source_points: np.ndarray, source_fit: TemplateFit, target_points: np.ndarray,
+                     target_fit: TemplateFit) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Map every source point through the fitted templates: source point -> nearest vertex of the
+    source's fitted template -> the same vertex on the target's fitted template -> nearest target point.
+
+    Returns (N_source,) int64 target point indices and (N_source,) distances (m) from each chosen
+    target point to the template point it stands for (how well the target's fit reaches it).
+    """
     u = cKDTree(source_fit.vertices).query(np.asarray(source_points, dtype=np.float64), workers=1)[1]
-    return cKDTree(np.asarray(target_points, dtype=np.float64)).query(target_fit.vertices[u], workers=1)[1].astype(np.int64)
+    d, idx = cKDTree(np.asarray(target_points, dtype=np.float64)).query(target_fit.vertices[u], workers=1)
+    return idx.astype(np.int64), d

@@ -11,7 +11,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import atomic_path, ensure_dir, save_npz_atomic, write_json_atomic, write_text_atomic
@@ -156,10 +155,8 @@ def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, vi
     tdesc = extractor.mesh(t.mesh, views).descriptors
     fits = tuple(fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
                               target=d.scan.mesh if d.scan.kind == "mesh" else None) for d in (a, b))  # fmt: skip
-    fwd = map_via_template(a.points, fits[0], b.points, fits[1])
-    back = map_via_template(b.points, fits[1], a.points, fits[0])
-    u = cKDTree(fits[0].vertices).query(a.points, workers=1)[1]
-    d = np.linalg.norm(b.points[fwd] - fits[1].vertices[u], axis=1)
+    fwd, d = map_via_template(a.points, fits[0], b.points, fits[1])
+    back, _ = map_via_template(b.points, fits[1], a.points, fits[0])
     corr = Correspondences(target=fwd, distance=d.astype(np.float32), confidence=np.exp(-((d / sigma) ** 2)).astype(np.float32),
                            mutual=back[fwd] == np.arange(len(fwd)))  # fmt: skip
     return corr, fits

@@ -117,10 +117,10 @@ def losses(
     net = getattr(model, "module", model)  # under DDP the heads live on the wrapped module
     if sides is not None and cfg.chirality_weight > 0 and getattr(net.config, "chirality_head", False):
         label, weight = chirality_labels(batch["vertex"].to(desc.device), sides)
-        ce = F.cross_entropy(net.chirality_logits(), label, reduction="none")
-        out["chirality"] = (ce * weight).sum() / weight.sum().clamp(min=1e-6)
+        logits = net.chirality_logits()
+        out["chirality"] = (F.cross_entropy(logits, label, reduction="none") * weight).sum() / weight.sum().clamp(min=1e-6)
         with torch.no_grad():  # logged, not optimised
-            hit = (net.chirality_logits().argmax(1) == label).float()
+            hit = (logits.argmax(1) == label).float()
             out["chirality_acc"] = (hit * weight).sum() / weight.sum().clamp(min=1e-6)
     out["total"] = (out["seg"] + cfg.parts_weight * out.get("parts", 0) + cfg.keypoint_weight * out.get("keypoint", 0)
                     + cfg.chirality_weight * out.get("chirality", 0))  # fmt: skip

@@ -121,14 +121,15 @@ def test_match_files_writes_every_output(tmp_path, model_file):
 
 @pytest.mark.slow
 def test_match_refinements(tmp_path, model_file):
-    """--refine register deforms the source mesh onto the target; --refine template fits the body
-    template onto both scans and writes them (a tiny untrained model: outputs and shapes only)."""
+    """--refine register deforms the source mesh onto the target; --refine template / body fit the
+    template (as a graph / as the Anny body) onto both scans and write them (a tiny untrained
+    model: outputs and shapes only)."""
     from bodycorr.body.template import get_template
 
     v, f = _sphere()
     save_mesh(Mesh(v * [0.3, 0.2, 0.9], f), tmp_path / "a.ply")
     save_mesh(Mesh(v * [0.32, 0.2, 0.85] + [0.1, 0, 0], f), tmp_path / "b.ply")
-    for refine in ("register", "template"):
+    for refine in ("register", "template", "body"):
         out = tmp_path / refine
         match_files(str(tmp_path / "a.ply"), str(tmp_path / "b.ply"), str(out), MatchOptions(model=str(model_file), views=4, up="z", refine=refine))
         z = np.load(out / "correspondences.npz")
@@ -137,8 +138,9 @@ def test_match_refinements(tmp_path, model_file):
         assert json.loads((out / "summary.json").read_text())["refine"] == refine
     from bodycorr.geometry.io import load_mesh
 
-    fitted = load_mesh(tmp_path / "template" / "target_template.ply")
-    assert fitted.num_vertices == get_template().num_vertices and np.isfinite(fitted.vertices).all()
+    for refine in ("template", "body"):
+        fitted = load_mesh(tmp_path / refine / "target_template.ply")
+        assert fitted.num_vertices == get_template().num_vertices and np.isfinite(fitted.vertices).all()
     depth = np.zeros((424, 512), np.float32)
     depth[100:300, 220:290] = 2.4
     save_depth(tmp_path / "c.png", depth)

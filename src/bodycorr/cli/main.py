@@ -172,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
     m.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
     m.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
-    m.add_argument("--refine", default="none", choices=["none", "register", "template"],
+    m.add_argument("--refine", default="none", choices=["none", "register", "template", "body"],
                    help="register: deform the source mesh onto the target from the matches; template: fit the body template "
-                        "onto both scans (mirror-aware) and map through it, writing the fitted templates (default: none)")  # fmt: skip
+                        "onto both scans (mirror-aware) and map through it, writing the fitted templates; body: the same with "
+                        "the Anny body (pose and shape) fitted first (default: none)")  # fmt: skip
     m.set_defaults(func=_cmd_match)
 
     d = sub.add_parser("demo", help="match a noisy partial scan of one synthetic person to another person's full mesh, and map an RGB image to the template")

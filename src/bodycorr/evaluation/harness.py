@@ -394,12 +394,14 @@ class _Fitted:
 
 class FittedModelMethod(ModelMethod):
     """A descriptor network's matches to the template, refined by registering the template onto
-    each shape (mirror-aware, from the better of two rigid starts; :mod:`bodycorr.matching.fit`);
-    pairs are mapped through the two fitted templates. Works for meshes and partial views alike."""
+    each shape (mirror-aware, from the better of two rigid starts; :mod:`bodycorr.matching.fit`;
+    ``model``: ``graph``, ``body`` or ``body+graph``); pairs are mapped through the two fitted
+    templates. Works for meshes and partial views alike."""
 
-    def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None):
+    def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None, model: str = "graph"):
         super().__init__(extractor, name, views, up)
         self._template = None
+        self.fit_model = model
 
     def _template_parts(self):
         if self._template is None:
@@ -414,12 +416,13 @@ class FittedModelMethod(ModelMethod):
         return self._template
 
     def prepare(self, shape: EvalShape):
-        from bodycorr.matching.fit import fit_template
+        from bodycorr.matching.fit import FitConfig, fit_template
 
         d = super().prepare(shape)
         t, tdesc, graph = self._template_parts()
         fit = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                           target=shape.scan.mesh if shape.scan.kind == "mesh" else None, graph=graph)  # fmt: skip
+                           target=shape.scan.mesh if shape.scan.kind == "mesh" else None, graph=graph,
+                           config=FitConfig(model=self.fit_model), body=t)  # fmt: skip
         return _Fitted(d, fit)
 
     def correspond(self, source, target) -> np.ndarray:
@@ -432,13 +435,18 @@ def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str 
     """A method from a command-line spec: ``baseline:<name>`` (see :mod:`bodycorr.evaluation.baseline`),
     a model file or training checkpoint, None or "shipped" for the shipped model, ``refine:<model file or
     'shipped'>`` for that model's map refined by non-rigid registration of the source onto the
-    target, or ``fit:<model file or 'shipped'>`` for the map through the template registered onto
-    both shapes (mirror-aware)."""
-    for prefix, cls, label in (("refine:", RefinedModelMethod, "refine"), ("fit:", FittedModelMethod, "template fit")):
+    target, ``fit:<model file or 'shipped'>`` for the map through the template registered onto
+    both shapes (mirror-aware), ``body:<...>`` for the same through Anny's pose and shape fitted
+    onto both, ``bodyfit:<...>`` for the body fit followed by the deformation graph."""
+    fitted = {"fit:": ("graph", "template fit"), "body:": ("body", "body fit"), "bodyfit:": ("body+graph", "body + graph fit")}
+    for prefix in ("refine:", *fitted):
         if spec and spec.startswith(prefix):
             inner = spec.split(":", 1)[1]
             base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
-            return cls(base.extractor, name=f"{base.name} + {label}", views=views, up=up)
+            if prefix == "refine:":
+                return RefinedModelMethod(base.extractor, name=f"{base.name} + refine", views=views, up=up)
+            model, label = fitted[prefix]
+            return FittedModelMethod(base.extractor, name=f"{base.name} + {label}", views=views, up=up, model=model)
     if spec == "shipped":
         spec = None
     if spec and spec.startswith("baseline:"):

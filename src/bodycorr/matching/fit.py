@@ -13,12 +13,16 @@ nearest the same template vertex on the target's fitted template.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from bodycorr.body.articulated import PoseFitConfig, fit_pose
+from bodycorr.body.template import Template
 from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.rigid import SimilarityTransform
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.matching.correspond import match
@@ -37,6 +41,10 @@ class FitConfig:
             energy (2 covers a front/back confusion; 1 is twice as fast).
         mirror: let every match pull its template vertex or that vertex's mirror (needs the symmetry).
         seed: subsampling seed.
+        model: what deforms: ``graph`` (a deformation graph on the rest template), ``body`` (Anny's
+            bones and phenotypes, :mod:`bodycorr.body.articulated`; needs the Anny template) or
+            ``body+graph`` (the body fit, then the graph from it for the detail).
+        pose: body fit settings.
     """
 
     nonrigid: NonRigidConfig = NonRigidConfig()
@@ -46,6 +54,8 @@ class FitConfig:
     starts: int = 2
     mirror: bool = True
     seed: int = 0
+    model: Literal["graph", "body", "body+graph"] = "graph"
+    pose: PoseFitConfig = field(default_factory=PoseFitConfig)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +87,7 @@ def fit_template(
     target: Mesh | PointCloud | None = None,
     config: FitConfig = FitConfig(),
     graph: DeformationGraph | None = None,
+    body: Template | None = None,
 ) -> TemplateFit:
     """Register ``template`` onto a scan from descriptor matches.
 
@@ -86,6 +97,8 @@ def fit_template(
         symmetry: (Vt,) mirror vertex of each template vertex (``Template.symmetry``), or None.
         target: the scan's surface for the closest-point term (a mesh; None: the points as a cloud).
         graph: the template's deformation graph, to reuse across scans.
+        body: the Anny :class:`~bodycorr.body.template.Template` whose mesh ``template`` is
+            (needed when ``config.model`` fits the body).
     """
     t0 = time.perf_counter()
     points = np.asarray(points, dtype=np.float64)
@@ -99,18 +112,36 @@ def fit_template(
     si, tp, w = si[keep], tp[keep], w[keep]
     if len(si) < 3:
         raise BodycorrError(f"fit_template: only {len(si)} matches above confidence {config.min_confidence}; the scan does not look like a body.")
-    if len(si) > config.max_matches:
-        top = np.argsort(-w, kind="stable")[: config.max_matches]
-        si, tp, w = si[top], tp[top], w[top]
     rng = np.random.default_rng(config.seed)
+    if len(si) > config.max_matches:
+        # the most confident, ties broken at random (not by point order, which is spatial)
+        order = rng.permutation(len(si))
+        top = order[np.argsort(-w[order], kind="stable")[: config.max_matches]]
+        si, tp, w = si[top], tp[top], w[top]
     if target is None:
         pts = points if len(points) <= config.max_target_points else points[rng.choice(len(points), config.max_target_points, replace=False)]
         target = PointCloud(pts, name="scan")
     nr = config.nonrigid
-    if graph is None:
+    uses_body = config.model in ("body", "body+graph")
+    if uses_body and (body is None or body.num_vertices != template.num_vertices):
+        raise BodycorrError(f"fit_template: model={config.model!r} fits the Anny body and needs its Template (pass body=get_template()); "
+                            "use model='graph' for a template of another topology.")  # fmt: skip
+    if graph is None and config.model != "body":
         graph = build_deformation_graph(template, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
     alt = np.asarray(symmetry)[si] if (config.mirror and symmetry is not None) else None
     starts = rigid_starts(template.vertices, si, si if alt is None else alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
+    if uses_body:
+        scan = target.vertices if isinstance(target, Mesh) else target.points
+        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=config.pose)
+        if config.model == "body":
+            return TemplateFit(kept.vertices, kept.energy, len(starts), len(si), time.perf_counter() - t0)
+        posed = Mesh(kept.vertices, template.faces, name="posed template")
+        g = replace(graph, positions=kept.vertices[graph.nodes], _systems={})
+        res = register_nonrigid(posed, target, si, tp, w, nr, graph=g, alternatives=alt, rigid_start=SimilarityTransform.identity())
+        best = res if np.isfinite(res.vertices).all() else None
+        if best is None:
+            return TemplateFit(kept.vertices, kept.energy, len(starts), len(si), time.perf_counter() - t0)
+        return TemplateFit(np.asarray(best.vertices), float(best.energies[-1]), len(starts), len(si), time.perf_counter() - t0)
     best = None
     for tr, _ in starts:
         res = register_nonrigid(template, target, si, tp, w, nr, graph=graph, alternatives=alt, rigid_start=tr)

@@ -42,7 +42,9 @@ class MatchOptions:
             mesh onto the target from the matches and read the map off the aligned surfaces (Wei
             et al.'s refinement; the source must be a mesh); "template": register the body
             template onto both scans (each match may pull its template vertex or its mirror) and
-            map through the two fitted templates, which are written as PLY files too.
+            map through the two fitted templates, which are written as PLY files too; "body": the
+            same through Anny fitted onto both scans (bone rotations and phenotypes, mirror-aware,
+            then a deformation graph for the detail: :mod:`bodycorr.body.articulated`).
     """
 
     model: str | None = None
@@ -51,7 +53,7 @@ class MatchOptions:
     units: str = "auto"
     intrinsics: str | None = None
     device: str = "cpu"
-    refine: Literal["none", "register", "template"] = "none"
+    refine: Literal["none", "register", "template", "body"] = "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +104,7 @@ def describe(scan: ScanInput, extractor: DescriptorExtractor, views: int = 48, u
 @dataclass(frozen=True, eq=False)
 class MatchResult:
     """Correspondences from ``source`` to ``target`` plus timings (and the fitted templates with
-    ``refine="template"``)."""
+    ``refine="template"`` or ``"body"``)."""
 
     source: Described
     target: Described
@@ -126,8 +128,8 @@ class MatchResult:
 def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto",
                 refine: str = "none") -> MatchResult:  # fmt: skip
     """Describe both scans and match them (``refine``: see :class:`MatchOptions`)."""
-    if refine not in ("none", "register", "template"):
-        raise BodycorrError(f"match: refine {refine!r}; use 'none', 'register' or 'template'.")
+    if refine not in ("none", "register", "template", "body"):
+        raise BodycorrError(f"match: refine {refine!r}; use 'none', 'register', 'template' or 'body'.")
     if refine == "register" and source.kind != "mesh":
         raise BodycorrError(f"{source.name}: refine='register' deforms the source, which must be a mesh (got a {source.kind}). Use refine='template'.")
     a = describe(source, extractor, views, up)
@@ -140,21 +142,23 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
         from bodycorr.geometry.nonrigid import refine_correspondences
 
         c = refine_correspondences(source.mesh, target.mesh if target.kind == "mesh" else PointCloud(b.points, name=target.name), c)
-    elif refine == "template":
-        c, fits = _via_template(a, b, extractor, views)
+    elif refine in ("template", "body"):
+        c, fits = _via_template(a, b, extractor, views, model="graph" if refine == "template" else "body+graph")
     return MatchResult(a, b, c, time.perf_counter() - t0, refine, fits)
 
 
-def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, views: int, sigma: float = 0.02):
-    """Correspondences through the template fitted onto both scans; distance = how far (m) the
-    target point lies from the template point it stands for, confidence exp(−(d/σ)²)."""
+def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, views: int, sigma: float = 0.02, model: str = "graph"):
+    """Correspondences through the template fitted onto both scans (``model``: see
+    :class:`~bodycorr.matching.fit.FitConfig`); distance = how far (m) the target point lies from
+    the template point it stands for, confidence exp(−(d/σ)²)."""
     from bodycorr.body.template import get_template
-    from bodycorr.matching.fit import fit_template, map_via_template
+    from bodycorr.matching.fit import FitConfig, fit_template, map_via_template
 
     t = get_template()
     tdesc = extractor.mesh(t.mesh, views).descriptors
     fits = tuple(fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                              target=d.scan.mesh if d.scan.kind == "mesh" else None) for d in (a, b))  # fmt: skip
+                              target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=model), body=t)
+                 for d in (a, b))  # fmt: skip
     fwd, d = map_via_template(a.points, fits[0], b.points, fits[1])
     back, _ = map_via_template(b.points, fits[1], a.points, fits[0])
     corr = Correspondences(target=fwd, distance=d.astype(np.float32), confidence=np.exp(-((d / sigma) ** 2)).astype(np.float32),

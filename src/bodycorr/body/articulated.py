@@ -1,0 +1,281 @@
+"""Fit Anny's pose (and shape) to 3-D points matched to template vertices: robust, mirror-aware, from a rigid start.
+
+Descriptor matches are noisy in a structured way: whole limbs land on the wrong side, and a tail
+of matches is simply wrong. A deformation graph started from the rest template has to bend every
+limb from the A-pose by itself and can fold a limb onto its neighbour. Fitting the body model
+instead keeps every candidate a plausible body: only bone rotations (and the six phenotypes) move,
+so the limbs stay attached, the sides cannot swap part-way along a limb, and hard poses (squats,
+arms overhead) are reachable from the rest pose. Each match pulls whichever of its template vertex
+and that vertex's mirror lies nearer (:func:`bodycorr.geometry.nonrigid.register_nonrigid` does the
+same), under a Geman-McClure kernel whose scale shrinks as the fit settles; an optional
+closest-point term pulls the body onto the scan's surface at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from bodycorr.body.anny_model import PHENOTYPES, BodyModel, get_body_model
+from bodycorr.body.template import Template
+from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.rigid import SimilarityTransform
+
+# The bones whose rotation is fitted (Anny names; every other bone keeps its rest orientation
+# relative to its parent). The segments that only twist (upperarm02, lowerarm02, upperleg02,
+# lowerleg02) and the fingers and toes stay at rest: matches cannot see them reliably.
+FIT_BONES: tuple[str, ...] = (
+    "spine05", "spine03", "spine01", "neck01", "head",
+    "clavicle.L", "upperarm01.L", "lowerarm01.L", "wrist.L",
+    "clavicle.R", "upperarm01.R", "lowerarm01.R", "wrist.R",
+    "upperleg01.L", "lowerleg01.L", "foot.L",
+    "upperleg01.R", "lowerleg01.R", "foot.R",
+)  # fmt: skip
+
+
+SELECT_SCALE = 0.1  # metres: the kernel scale starts are compared at when one is chosen early
+
+
+@dataclass(frozen=True)
+class PoseFitConfig:
+    """How the body model is fitted.
+
+    Attributes:
+        iterations: Adam steps.
+        learning_rate: Adam step size for the bone and global rotations (radians).
+        shape: also fit the six phenotypes (else the template's neutral 0.5).
+        robust_scale: (start, end) Geman-McClure scale in metres, shrunk geometrically.
+        pose_prior: weight of the squared bone rotation angles (radians²) per bone.
+        shape_prior: weight of the squared phenotype offsets from 0.5.
+        closest_point: weight of the scan-to-body closest-point term (0: off); it is on for the
+            last ``closest_point_share`` of the steps, with the end scale.
+        closest_point_share: share of the steps with the closest-point term on.
+        mirror_penalty: a match that pulls its mirror vertex instead of its own pays this share
+            of the kernel's ceiling (0: either side is free; 1: the mirror is never worth it). The
+            descriptors are right about the side more often than not, so a small penalty lets
+            the majority pick each limb's side while a limb matched wholly to the other side
+            can still go there.
+        max_scan_points: scan points used by the closest-point term (a fixed random subset).
+        select_at: with several rigid starts, all are fitted for this share of the steps, then
+            the one with the lowest energy goes on alone (1: all to the end, then the lowest
+            final energy; choosing early picked a start turned half-way round on 1 of 6 test
+            bodies, the final energy on none).
+        seed: subset seed.
+    """
+
+    iterations: int = 120
+    learning_rate: float = 0.05
+    shape: bool = True
+    robust_scale: tuple[float, float] = (0.5, 0.03)
+    pose_prior: float = 1e-5
+    shape_prior: float = 1e-4
+    closest_point: float = 0.5
+    closest_point_share: float = 0.4
+    mirror_penalty: float = 0.3
+    max_scan_points: int = 3000
+    select_at: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class PoseFit:
+    """The body model fitted to one scan.
+
+    Attributes:
+        vertices: (Vt, 3) the template's vertices, posed onto the scan (metres, the scan's frame).
+        pose: (J, 4, 4) Anny ``local-ref`` deltas of the fit (the root's is the identity; the
+            global placement is ``rotation``/``translation``/``scale``).
+        phenotypes: (6,) the fitted phenotypes, in :data:`PHENOTYPES` order.
+        rotation: (3, 3), translation: (3,), scale: the body's placement in the scan's frame.
+        energy: final robust energy per unit weight (end scale; comparable across scans' fits).
+        start: index of the kept rigid start.
+        start_energies: (S,) each start's energy when the kept one was chosen (at the end scale,
+            or at :data:`SELECT_SCALE` when chosen early; NaN: one start).
+        seconds: wall time.
+    """
+
+    vertices: np.ndarray
+    pose: np.ndarray
+    phenotypes: np.ndarray
+    rotation: np.ndarray
+    translation: np.ndarray
+    scale: float
+    energy: float
+    start: int
+    start_energies: np.ndarray
+    seconds: float
+
+
+def _rotvec_to_matrix(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) axis-angle -> (..., 3, 3) rotation (Rodrigues, smooth at zero)."""
+    theta2 = (v * v).sum(-1, keepdim=True)[..., None]
+    theta = torch.sqrt(theta2 + 1e-12)
+    k = torch.zeros(v.shape[:-1] + (3, 3), dtype=v.dtype)
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    k = k - k.transpose(-1, -2)
+    small = theta2 < 1e-8
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-12))
+    eye = torch.eye(3, dtype=v.dtype).expand_as(k)
+    return eye + a * k + b * (k @ k)
+
+
+def _gm(r2: torch.Tensor, s: float) -> torch.Tensor:
+    """Geman-McClure of squared residuals, scaled to s² (so it is ~r² near 0 and ~s² far away)."""
+    return s * s * r2 / (r2 + s * s)
+
+
+def fit_pose(
+    template: Template,
+    si: np.ndarray,
+    points: np.ndarray,
+    weights: np.ndarray,
+    starts: SimilarityTransform | Sequence[SimilarityTransform],
+    alternatives: np.ndarray | None = None,
+    scan: np.ndarray | None = None,
+    config: PoseFitConfig = PoseFitConfig(),
+    model: BodyModel | None = None,
+) -> PoseFit:
+    """Fit Anny's bone rotations (and phenotypes) so that template vertex ``si[k]`` (or its mirror
+    ``alternatives[k]``) lands on ``points[k]``.
+
+    Several rigid starts are fitted together (one batch through the body model) for the first
+    ``config.select_at`` of the steps; the one with the lowest energy then goes on alone.
+
+    Args:
+        template: the body template (its vertices are Anny's neutral body, rest pose).
+        si: (K,) matched template vertices; points: (K, 3) their scan points (metres); weights: (K,) >= 0.
+        starts: the template's rigid placement(s) on the scan (e.g. from
+            :func:`~bodycorr.geometry.nonrigid.rigid_starts`).
+        alternatives: (K,) a second template vertex each match may pull instead (the mirror), or None.
+        scan: (N, 3) the scan's points for the closest-point term, or None.
+    Returns:
+        :class:`PoseFit` of the kept start.
+    """
+    t_start = time.perf_counter()
+    model = get_body_model() if model is None else model
+    starts = [starts] if isinstance(starts, SimilarityTransform) else list(starts)
+    if not starts:
+        raise BodycorrError("fit_pose: no rigid start given.")
+    si = np.asarray(si, dtype=np.int64)
+    points = np.asarray(points, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    K = len(si)
+    if points.shape != (K, 3) or weights.shape != (K,):
+        raise BodycorrError(f"fit_pose: {K} matches need (K, 3) points and (K,) weights, got {points.shape} and {weights.shape}.")
+    if K < 3 or not np.isfinite(points).all() or not np.isfinite(weights).all():
+        raise BodycorrError(f"fit_pose: need at least 3 finite matches, got {K}.")
+    if si.min() < 0 or si.max() >= template.num_vertices:
+        raise BodycorrError(f"fit_pose: template vertex indices must lie in [0, {template.num_vertices}).")
+    dt = torch.float32
+    # x_scan = s R0 (Rd (x_body - c) + c) + t0 + dt: the fitted rotation Rd turns the body about the
+    # template's centroid c (turning about the origin, at the feet, would couple it to the translation).
+    c = torch.as_tensor(template.mesh.vertices.mean(0), dtype=dt)
+    R0 = torch.as_tensor(np.stack([st.rotation for st in starts]), dtype=dt)  # (B, 3, 3)
+    T0 = torch.as_tensor(np.stack([st.translation for st in starts]), dtype=dt)  # (B, 3)
+    S0 = torch.as_tensor([float(st.scale) for st in starts], dtype=dt)  # (B,)
+    full = torch.as_tensor(template.template_to_full, dtype=torch.int64)
+    idx = torch.as_tensor(si, dtype=torch.int64)
+    alt = None if alternatives is None else torch.as_tensor(np.asarray(alternatives, dtype=np.int64))
+    tp = torch.as_tensor(points, dtype=dt)
+    w = torch.as_tensor(weights / max(weights.sum(), 1e-12), dtype=dt)
+    cp = None
+    if scan is not None and config.closest_point > 0:
+        scan = np.asarray(scan, dtype=np.float64)
+        scan = scan[np.isfinite(scan).all(1)]
+        if len(scan) > config.max_scan_points:
+            scan = scan[np.random.default_rng(config.seed).choice(len(scan), config.max_scan_points, replace=False)]
+        cp = torch.as_tensor(scan, dtype=dt) if len(scan) else None
+
+    B = len(starts)
+    bone_ids = torch.as_tensor([model.bone_index(b) for b in FIT_BONES], dtype=torch.int64)
+    params = {
+        "rot": torch.zeros(B, len(FIT_BONES), 3, dtype=dt), "glob": torch.zeros(B, 3, dtype=dt),
+        "trans": torch.zeros(B, 3, dtype=dt), "shape": torch.zeros(B, len(PHENOTYPES), dtype=dt),
+    }  # fmt: skip
+
+    def optimiser(p: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+        for t in p.values():
+            t.requires_grad_(True)
+        groups = [{"params": [p["rot"], p["glob"]], "lr": config.learning_rate}, {"params": [p["trans"]], "lr": config.learning_rate * 0.2}]
+        if config.shape:
+            groups.append({"params": [p["shape"]], "lr": config.learning_rate * 0.5})
+        return torch.optim.Adam(groups)
+
+    opt = optimiser(params)
+    anny = model._anny
+    J = model.num_bones
+    eye4 = torch.eye(4, dtype=dt)
+    n = max(1, config.iterations)
+    select_at = int(round(n * config.select_at)) if B > 1 else -1
+    s_start, s_end = config.robust_scale
+    cp_from = int(round(n * (1 - config.closest_point_share))) if cp is not None else n + 1
+    nn_idx = None
+    keep = torch.arange(B)
+    start_energies = np.full(B, np.nan)
+
+    def pose_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        b = p["rot"].shape[0]
+        pose = eye4.expand(b, J, 4, 4).clone()
+        pose[:, bone_ids, :3, :3] = _rotvec_to_matrix(p["rot"])
+        return pose
+
+    def body(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(b, Vt, 3) posed template vertices in the scan's frame."""
+        ph = 0.5 + 0.5 * torch.tanh(p["shape"])
+        out = anny(pose_parameters=pose_of(p), phenotype_kwargs={k: ph[:, i] for i, k in enumerate(PHENOTYPES)})
+        v = out["vertices"][:, full]
+        v = (v - c) @ _rotvec_to_matrix(p["glob"]).transpose(-1, -2) + c
+        return S0[keep, None, None] * v @ R0[keep].transpose(-1, -2) + (T0[keep] + p["trans"])[:, None]
+
+    def match_cost(v: torch.Tensor, scale: float) -> torch.Tensor:
+        """(b, K) robust cost of every match."""
+        cost = _gm(((v[:, idx] - tp) ** 2).sum(-1), scale)
+        if alt is not None:
+            mirrored = _gm(((v[:, alt] - tp) ** 2).sum(-1), scale) + config.mirror_penalty * scale * scale
+            cost = torch.minimum(cost, mirrored)
+        return cost
+
+    for it in range(n):
+        scale = s_start * (s_end / s_start) ** (it / max(1, n - 1))
+        if it == select_at:
+            with torch.no_grad():
+                e = (match_cost(body(params), SELECT_SCALE) * w).sum(-1)
+            start_energies = e.numpy().astype(np.float64) / SELECT_SCALE**2
+            best = int(torch.argmin(e))
+            keep = keep[best : best + 1]
+            params = {k: t.detach()[best : best + 1].clone() for k, t in params.items()}
+            opt = optimiser(params)
+        v = body(params)
+        loss = ((match_cost(v, scale) * w).sum(-1)).sum()
+        if it >= cp_from:
+            if nn_idx is None or (it - cp_from) % 10 == 0:
+                vv = v.detach().numpy()
+                nn_idx = torch.as_tensor(np.stack([cKDTree(x).query(cp.numpy(), workers=1)[1] for x in vv]), dtype=torch.int64)
+            d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
+            loss = loss + config.closest_point * _gm(d2, s_end).mean(-1).sum()
+        loss = loss + config.pose_prior * (params["rot"] ** 2).sum() + config.shape_prior * 0.25 * (torch.tanh(params["shape"]) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        v = body(params)
+        e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
+        b = int(torch.argmin(e))
+        if len(keep) > 1:
+            start_energies = e.numpy().astype(np.float64)
+        k = int(keep[b])
+        Rd = _rotvec_to_matrix(params["glob"][b])
+        Rg = (R0[k] @ Rd).numpy().astype(np.float64)
+        tg = (T0[k] + params["trans"][b] + S0[k] * (c - c @ Rd.T) @ R0[k].T).numpy().astype(np.float64)
+        return PoseFit(
+            vertices=v[b].numpy().astype(np.float64), pose=pose_of(params)[b].numpy(),
+            phenotypes=(0.5 + 0.5 * torch.tanh(params["shape"][b])).numpy().astype(np.float64),
+            rotation=Rg, translation=tg, scale=float(S0[k]), energy=float(e[b]), start=k,
+            start_energies=start_energies, seconds=time.perf_counter() - t_start,
+        )  # fmt: skip

@@ -6,8 +6,8 @@ limb from the A-pose by itself and can fold a limb onto its neighbour. Fitting t
 instead keeps every candidate a plausible body: only bone rotations (and the six phenotypes) move,
 so the limbs stay attached, the sides cannot swap part-way along a limb, and hard poses (squats,
 arms overhead) are reachable from the rest pose. Each match pulls whichever of its template vertex
-and that vertex's mirror lies nearer (:func:`bodycorr.geometry.nonrigid.register_nonrigid` does the
-same), under a Geman-McClure kernel whose scale shrinks as the fit settles; an optional
+and that vertex's mirror costs less, the mirror at a small penalty
+(:func:`bodycorr.geometry.nonrigid.register_nonrigid` lets matches pull the mirror too), under a Geman-McClure kernel whose scale shrinks as the fit settles; an optional
 closest-point term pulls the body onto the scan's surface at the end.
 """
 
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import roma
 import torch
 from scipy.spatial import cKDTree
 
@@ -109,20 +110,6 @@ class PoseFit:
     start: int
     start_energies: np.ndarray
     seconds: float
-
-
-def _rotvec_to_matrix(v: torch.Tensor) -> torch.Tensor:
-    """(..., 3) axis-angle -> (..., 3, 3) rotation (Rodrigues, smooth at zero)."""
-    theta2 = (v * v).sum(-1, keepdim=True)[..., None]
-    theta = torch.sqrt(theta2 + 1e-12)
-    k = torch.zeros(v.shape[:-1] + (3, 3), dtype=v.dtype)
-    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
-    k = k - k.transpose(-1, -2)
-    small = theta2 < 1e-8
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-12))
-    eye = torch.eye(3, dtype=v.dtype).expand_as(k)
-    return eye + a * k + b * (k @ k)
 
 
 def _gm(r2: torch.Tensor, s: float) -> torch.Tensor:
@@ -222,15 +209,18 @@ def fit_pose(
     def pose_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
         b = p["rot"].shape[0]
         pose = eye4.expand(b, J, 4, 4).clone()
-        pose[:, bone_ids, :3, :3] = _rotvec_to_matrix(p["rot"])
+        pose[:, bone_ids, :3, :3] = roma.rotvec_to_rotmat(p["rot"])
         return pose
+
+    def phenotypes_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return 0.5 + 0.5 * torch.tanh(p["shape"])
 
     def body(p: dict[str, torch.Tensor]) -> torch.Tensor:
         """(b, Vt, 3) posed template vertices in the scan's frame."""
-        ph = 0.5 + 0.5 * torch.tanh(p["shape"])
+        ph = phenotypes_of(p)
         out = anny(pose_parameters=pose_of(p), phenotype_kwargs={k: ph[:, i] for i, k in enumerate(PHENOTYPES)})
         v = out["vertices"][:, full]
-        v = (v - c) @ _rotvec_to_matrix(p["glob"]).transpose(-1, -2) + c
+        v = (v - c) @ roma.rotvec_to_rotmat(p["glob"]).transpose(-1, -2) + c
         return S0[keep, None, None] * v @ R0[keep].transpose(-1, -2) + (T0[keep] + p["trans"])[:, None]
 
     def match_cost(v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -259,7 +249,7 @@ def fit_pose(
                 nn_idx = torch.as_tensor(np.stack([cKDTree(x).query(cp.numpy(), workers=1)[1] for x in vv]), dtype=torch.int64)
             d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
             loss = loss + config.closest_point * _gm(d2, s_end).mean(-1).sum()
-        loss = loss + config.pose_prior * (params["rot"] ** 2).sum() + config.shape_prior * 0.25 * (torch.tanh(params["shape"]) ** 2).sum()
+        loss = loss + config.pose_prior * (params["rot"] ** 2).sum() + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -270,12 +260,12 @@ def fit_pose(
         if len(keep) > 1:
             start_energies = e.numpy().astype(np.float64)
         k = int(keep[b])
-        Rd = _rotvec_to_matrix(params["glob"][b])
+        Rd = roma.rotvec_to_rotmat(params["glob"][b])
         Rg = (R0[k] @ Rd).numpy().astype(np.float64)
         tg = (T0[k] + params["trans"][b] + S0[k] * (c - c @ Rd.T) @ R0[k].T).numpy().astype(np.float64)
         return PoseFit(
             vertices=v[b].numpy().astype(np.float64), pose=pose_of(params)[b].numpy(),
-            phenotypes=(0.5 + 0.5 * torch.tanh(params["shape"][b])).numpy().astype(np.float64),
+            phenotypes=phenotypes_of(params)[b].numpy().astype(np.float64),
             rotation=Rg, translation=tg, scale=float(S0[k]), energy=float(e[b]), start=k,
             start_energies=start_energies, seconds=time.perf_counter() - t_start,
         )  # fmt: skip

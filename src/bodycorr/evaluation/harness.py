@@ -411,7 +411,7 @@ class FittedModelMethod(ModelMethod):
 
             t = get_template()
             nr = FitConfig().nonrigid
-            graph = build_deformation_graph(t.mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
+            graph = None if self.fit_model == "body" else build_deformation_graph(t.mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
             self._template = (t, self.extractor.mesh(t.mesh, self.views).descriptors, graph)
         return self._template
 
@@ -438,15 +438,15 @@ def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str 
     target, ``fit:<model file or 'shipped'>`` for the map through the template registered onto
     both shapes (mirror-aware), ``body:<...>`` for the same through Anny's pose and shape fitted
     onto both, ``bodyfit:<...>`` for the body fit followed by the deformation graph."""
-    fitted = {"fit:": ("graph", "template fit"), "body:": ("body", "body fit"), "bodyfit:": ("body+graph", "body + graph fit")}
-    for prefix in ("refine:", *fitted):
+    wrapped = {
+        "refine:": (RefinedModelMethod, "refine", {}), "fit:": (FittedModelMethod, "template fit", {"model": "graph"}),
+        "body:": (FittedModelMethod, "body fit", {"model": "body"}), "bodyfit:": (FittedModelMethod, "body + graph fit", {"model": "body+graph"}),
+    }  # fmt: skip
+    for prefix, (cls, label, kwargs) in wrapped.items():
         if spec and spec.startswith(prefix):
             inner = spec.split(":", 1)[1]
             base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
-            if prefix == "refine:":
-                return RefinedModelMethod(base.extractor, name=f"{base.name} + refine", views=views, up=up)
-            model, label = fitted[prefix]
-            return FittedModelMethod(base.extractor, name=f"{base.name} + {label}", views=views, up=up, model=model)
+            return cls(base.extractor, name=f"{base.name} + {label}", views=views, up=up, **kwargs)
     if spec == "shipped":
         spec = None
     if spec and spec.startswith("baseline:"):

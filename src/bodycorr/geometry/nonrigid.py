@@ -177,6 +177,15 @@ class DeformationGraph:
     def num_nodes(self) -> int:
         return int(self.nodes.shape[0])
 
+    def moved(self, vertices: np.ndarray) -> DeformationGraph:
+        """The same graph on the mesh with its vertices moved to ``vertices`` (V, 3), same topology
+        (e.g. the template posed onto a scan): nodes, edges and skinning stay, the node positions
+        follow, and the solver cache starts empty (this graph's cache is left alone)."""
+        v = np.asarray(vertices, dtype=np.float64)
+        if v.shape != (len(self.vertex_nodes), 3):
+            raise BodycorrError(f"DeformationGraph.moved: vertices must be ({len(self.vertex_nodes)}, 3), got {v.shape}.")
+        return DeformationGraph(self.nodes, v[self.nodes], self.edges, self.vertex_nodes, self.vertex_weights, self.spacing)
+
     def deform(self, vertices: np.ndarray, affine: np.ndarray, translation: np.ndarray) -> np.ndarray:
         """Move the rest ``vertices`` (V, 3) of the mesh the graph was built on by node transforms
         ``affine`` (N, 3, 3) and ``translation`` (N, 3) -> (V, 3)."""

@@ -13,7 +13,7 @@ nearest the same template vertex on the target's fitted template.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -22,9 +22,9 @@ from scipy.spatial import cKDTree
 from bodycorr.body.articulated import PoseFitConfig, fit_pose
 from bodycorr.body.template import Template
 from bodycorr.common.errors import BodycorrError
-from bodycorr.geometry.rigid import SimilarityTransform
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
+from bodycorr.geometry.rigid import SimilarityTransform
 from bodycorr.matching.correspond import match
 
 
@@ -133,15 +133,14 @@ def fit_template(
     if uses_body:
         scan = target.vertices if isinstance(target, Mesh) else target.points
         kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=config.pose)
-        if config.model == "body":
-            return TemplateFit(kept.vertices, kept.energy, len(starts), len(si), time.perf_counter() - t0)
-        posed = Mesh(kept.vertices, template.faces, name="posed template")
-        g = replace(graph, positions=kept.vertices[graph.nodes], _systems={})
-        res = register_nonrigid(posed, target, si, tp, w, nr, graph=g, alternatives=alt, rigid_start=SimilarityTransform.identity())
-        best = res if np.isfinite(res.vertices).all() else None
-        if best is None:
-            return TemplateFit(kept.vertices, kept.energy, len(starts), len(si), time.perf_counter() - t0)
-        return TemplateFit(np.asarray(best.vertices), float(best.energies[-1]), len(starts), len(si), time.perf_counter() - t0)
+        vertices, energy = kept.vertices, kept.energy
+        if config.model == "body+graph":
+            posed = Mesh(kept.vertices, template.faces, name="posed template")
+            res = register_nonrigid(posed, target, si, tp, w, nr, graph=graph.moved(kept.vertices), alternatives=alt,
+                                    rigid_start=SimilarityTransform.identity())  # fmt: skip
+            if np.isfinite(res.vertices).all():  # else the body fit stands
+                vertices, energy = np.asarray(res.vertices), float(res.energies[-1])
+        return TemplateFit(vertices, energy, len(starts), len(si), time.perf_counter() - t0)
     best = None
     for tr, _ in starts:
         res = register_nonrigid(template, target, si, tp, w, nr, graph=graph, alternatives=alt, rigid_start=tr)

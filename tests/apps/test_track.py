@@ -51,7 +51,7 @@ def test_track_skips_bad_frames_and_writes_outputs(seq, template, tiny_extractor
     d = np.concatenate([depths[:1], np.zeros_like(depths[:1]), depths[1:2].copy()])
     d[2, 0, 0] = np.nan
     d = np.concatenate([d, depths[2:3]])  # ok, zeros, NaN, ok
-    cfg = TrackConfig(views=8, nonrigid=FAST, min_valid_pixels=100)
+    cfg = TrackConfig(views=8, nonrigid=FAST, min_valid_pixels=100, model="graph")
     res = track(d, cam, template.mesh, tiny_extractor, cfg)
     assert res.vertices.shape == (4, template.num_vertices, 3) and res.seconds.shape == (4,)
     assert res.status[0] == "ok" and res.status[3] == "ok"
@@ -72,7 +72,7 @@ def test_track_skips_bad_frames_and_writes_outputs(seq, template, tiny_extractor
 
 def test_oracle_correspondences_register_accurately(seq, template):
     depths, cam, truth, _ = seq
-    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000)
+    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, model="graph")
     res = track(depths[:2], cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth))
     assert res.status == ("ok", "ok")
     m = evaluate_track(res, truth[:2])
@@ -85,13 +85,13 @@ def test_track_rejects_wrong_depth_size(seq, template):
 
     depths, cam, truth, _ = seq
     with pytest.raises(BodycorrError, match="depths must be"):
-        track(depths[:, :50], cam, template.mesh, None, TrackConfig(), correspondences_fn=_oracle(truth))
+        track(depths[:, :50], cam, template.mesh, None, TrackConfig(model="graph"), correspondences_fn=_oracle(truth))
 
 
 @pytest.mark.parametrize("mirror", ["per_match", "per_frame"])
 def test_mirror_handling_keeps_right_matches_right(seq, template, mirror):
     depths, cam, truth, _ = seq
-    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror=mirror)
+    cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror=mirror, model="graph")
     res = track(depths[:1], cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry)
     assert evaluate_track(res, truth[:1])["visible_mean_cm"] < 3.0
 
@@ -108,10 +108,50 @@ def test_per_match_mirror_undoes_side_flips_of_single_matches(seq, template):
 
     errs = {}
     for mirror in ("off", "per_match"):
-        cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror=mirror)
+        cfg = TrackConfig(nonrigid=FAST, min_valid_pixels=100, max_matches=20000, mirror=mirror, model="graph")
         res = track(depths[:1], cam, template.mesh, None, cfg, correspondences_fn=flipped, symmetry=template.symmetry)
         errs[mirror] = evaluate_track(res, truth[:1])["visible_mean_cm"]
     assert errs["per_match"] < 3.0 and errs["off"] > 1.5 * errs["per_match"], errs
+
+
+def test_body_tracking_fits_each_frame_from_rest(seq, template):
+    """The default tracker fits Anny's bones at the person's shape: with exact matches, every frame
+    lands on the truth (the graph alone, same matches, is several times worse on the whole body)."""
+    depths, cam, truth, ph = seq
+    res = track(depths[:2], cam, template.mesh, None, TrackConfig(min_valid_pixels=100, max_matches=3000),
+                correspondences_fn=_oracle(truth), symmetry=template.symmetry, body=template, phenotypes=ph)  # fmt: skip
+    m = evaluate_track(res, truth[:2])
+    assert res.status == ("ok", "ok") and res.phenotypes is not None
+    np.testing.assert_allclose(res.phenotypes, ph)
+    assert m["visible_mean_cm"] < 1.5 and m["mean_cm"] < 2.0, m
+
+
+def test_body_tracking_estimates_the_shape_when_not_given(seq, template, body_model):
+    depths, cam, truth, ph = seq
+    cfg = TrackConfig(min_valid_pixels=100, max_matches=3000, shape_frames=1, shape_iterations=100)
+    res = track(depths[:1], cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry, body=template)
+    # phenotypes trade off (age, height and weight all scale the body): judge the body they make
+    rest = body_model(np.stack([ph, res.phenotypes, np.full(6, 0.5)])).vertices[:, template.template_to_full]
+    est_cm, neutral_cm = (np.linalg.norm(rest[1:] - rest[0], axis=-1).mean(1) * 100).tolist()
+    assert est_cm < 0.5 * neutral_cm, (est_cm, neutral_cm, res.phenotypes, ph)
+
+
+def test_body_tracking_needs_the_anny_template(seq, template):
+    from bodycorr.apps.track import parse_phenotypes
+    from bodycorr.common.errors import BodycorrError
+    from bodycorr.geometry.mesh import Mesh
+
+    depths, cam, truth, _ = seq
+    with pytest.raises(BodycorrError, match="needs its Template"):
+        track(depths[:1], cam, template.mesh, None, TrackConfig(), correspondences_fn=_oracle(truth))
+    other = Mesh(template.mesh.vertices[:100], np.array([[0, 1, 2]]))
+    with pytest.raises(BodycorrError, match="model='graph'"):
+        track(depths[:1], cam, other, None, TrackConfig(), correspondences_fn=_oracle(truth), body=template)
+    with pytest.raises(BodycorrError, match="6 comma-separated values"):
+        parse_phenotypes("0.5,0.5")
+    with pytest.raises(BodycorrError, match="6 comma-separated values"):
+        parse_phenotypes("0.5,0.5,0.5,0.5,0.5,1.5")
+    np.testing.assert_allclose(parse_phenotypes("0,0.2,0.4,0.6,0.8,1"), [0, 0.2, 0.4, 0.6, 0.8, 1])
 
 
 def test_load_depth_sequence_folder(seq, tmp_path):

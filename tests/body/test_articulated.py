@@ -45,6 +45,41 @@ def test_recovers_a_posed_body_of_another_shape_from_exact_matches(body_model, t
     assert fit.phenotypes.shape == (6,) and np.all((fit.phenotypes >= 0) & (fit.phenotypes <= 1))
 
 
+def test_skinning_a_few_vertices_equals_the_full_forward_pass(body_model):
+    """The fast path (blend shapes once, skin only the asked vertices) against Anny's own forward."""
+    import torch
+
+    ph = np.array([0.8, 0.3, 0.6, 0.7, 0.4, 0.5])
+    rest = body_model.rest_body(ph)
+    g = torch.Generator().manual_seed(0)
+    pose = torch.eye(4).expand(2, body_model.num_bones, 4, 4).clone()
+    import roma
+
+    pose[:, 1:, :3, :3] = roma.rotvec_to_rotmat(0.3 * torch.randn(2, body_model.num_bones - 1, 3, generator=g))
+    ids = torch.as_tensor(np.random.default_rng(0).choice(body_model.num_vertices, 500, replace=False))
+    ref = body_model.forward_torch(pose, torch.as_tensor(ph, dtype=torch.float32).expand(2, -1))
+    fast = body_model.skin(pose, rest, ids)
+    assert fast.shape == (2, 500, 3)
+    assert (ref[:, ids] - fast).abs().max() < 1e-4
+    assert (ref - body_model.skin(pose, rest)).abs().max() < 1e-4
+    assert (ref[0] - ref[1]).abs().max() > 0.05  # the two poses differ: the comparison is not trivial
+
+
+def test_a_fixed_shape_fit_recovers_the_pose(body_model, template, posed):
+    """With the person's shape given (tracking), only bones move, through the fast skinning path."""
+    rng = np.random.default_rng(3)
+    si = rng.choice(template.num_vertices, 1500, replace=False)
+    ph = np.array([0.8, 0.5, 0.6, 0.3, 0.7, 0.5])  # the fixture's shape
+    cfg = PoseFitConfig(shape=False)
+    fit = fit_pose(template, si, posed[si], np.ones(len(si)), _start(template, posed, si), scan=posed, config=cfg, phenotypes=ph)
+    assert np.linalg.norm(fit.vertices - posed, axis=1).mean() < 0.015
+    np.testing.assert_allclose(fit.phenotypes, ph, atol=1e-6)
+    neutral = fit_pose(template, si, posed[si], np.ones(len(si)), _start(template, posed, si), scan=posed, config=cfg)
+    np.testing.assert_allclose(neutral.phenotypes, 0.5)
+    with pytest.raises(BodycorrError, match="phenotypes must be 6 values"):
+        fit_pose(template, si, posed[si], np.ones(len(si)), _start(template, posed, si), config=cfg, phenotypes=[0.5, 2.0])
+
+
 def test_keeps_the_right_start_of_two(template, posed):
     rng = np.random.default_rng(1)
     si = rng.choice(template.num_vertices, 1000, replace=False)

@@ -23,6 +23,9 @@ def _run(args, capsys):
         (["match", "{tmp}/nope.ply", "{tmp}/nope2.ply", "-o", "{tmp}/o", "--model", "{tmp}/missing.pt"], "missing.pt"),
         (["train", "--config", "no-such-config"], "not found"),
         (["generate", "--out", "{tmp}/file/sub", "--size", "32", "--count", "1"], "file"),
+        (["track", "{tmp}/nope", "-o", "{tmp}/o"], "not a folder"),
+        (["track", "synthetic", "-o", "{tmp}/o", "--phenotypes", "0.5,2"], "--phenotypes"),
+        (["track", "{tmp}/nope", "-o", "{tmp}/o", "--phenotypes", "truth"], "synthetic"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path, capsys):

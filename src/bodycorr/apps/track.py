@@ -17,17 +17,20 @@ Optional temporal smoothing only blends the final output with the previous outpu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
 
+from bodycorr.body.anny_model import PHENOTYPES
+from bodycorr.body.articulated import PoseFitConfig, fit_pose
+from bodycorr.body.template import Template
 from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
-from bodycorr.geometry.rigid import rotation_angle_deg
+from bodycorr.geometry.rigid import SimilarityTransform, rotation_angle_deg
 from bodycorr.matching.inputs import remove_flying_pixels
 
 # (t, cleaned depth (H, W) m, camera) -> (template vertex indices (K,), target points (K, 3), weights (K,))
@@ -58,6 +61,14 @@ class TrackConfig:
             candidates jointly over the sequence; a turn of this many degrees between consecutive
             frames costs as much as a start 1 % worse than its frame's best. Descriptors that
             confuse front and back leave two candidates a half turn apart with near-equal costs.
+        model: what deforms each frame, from rest: ``graph`` (a deformation graph on the template,
+            any topology), ``body`` (Anny's bone rotations at the person's fixed shape,
+            :func:`~bodycorr.body.articulated.fit_pose`; needs the Anny template) or
+            ``body+graph`` (the body fit, then the graph from it for what bones cannot do).
+        pose: body fit settings (``shape`` off: the shape is given or estimated once, below).
+        shape_frames: with a body model and no shape given, the person's phenotypes are the
+            median of shape-and-pose fits on this many tracked frames spread over the sequence.
+        shape_iterations: steps of each of those fits (the shape settles slower than the pose).
     """
 
     views: int = 24
@@ -70,12 +81,21 @@ class TrackConfig:
     clean: bool = True
     mirror: Literal["per_match", "per_frame", "off"] = "per_match"
     facing_switch_deg: float = 60.0
+    model: Literal["graph", "body", "body+graph"] = "body"
+    pose: PoseFitConfig = field(default_factory=lambda: PoseFitConfig(
+        iterations=60, shape=False, closest_point=2.0, mirror_penalty=0.1, max_scan_points=2000))  # fmt: skip
+    shape_frames: int = 5
+    shape_iterations: int = 150
 
     def check(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
             raise BodycorrError(f"TrackConfig.smoothing {self.smoothing}: must be in [0, 1). Use 0 to turn it off.")
         if self.mirror not in ("per_match", "per_frame", "off"):
             raise BodycorrError(f"TrackConfig.mirror {self.mirror!r}: use 'per_match', 'per_frame' or 'off'.")
+        if self.model not in ("graph", "body", "body+graph"):
+            raise BodycorrError(f"TrackConfig.model {self.model!r}: use 'graph', 'body' or 'body+graph'.")
+        if self.model != "graph" and self.mirror == "per_frame":
+            raise BodycorrError("TrackConfig: mirror='per_frame' works with model='graph' only; the body fit reads mirrors per match.")
         if self.views < 1 or self.min_valid_pixels < 3 or self.max_matches < 3 or self.max_target_points < 3:
             raise BodycorrError("TrackConfig: views >= 1, min_valid_pixels, max_matches and max_target_points >= 3.")
 
@@ -93,6 +113,7 @@ class TrackResult:
         depths: (T, H, W) the cleaned depth maps (0 = no data).
         camera: the camera of the depth maps.
         num_matches: (T,) correspondences used per frame.
+        phenotypes: (6,) the body's shape (given or estimated) with a body model, else None.
     """
 
     vertices: np.ndarray
@@ -102,6 +123,7 @@ class TrackResult:
     depths: np.ndarray
     camera: Camera
     num_matches: np.ndarray
+    phenotypes: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -206,6 +228,8 @@ def track(
     correspondences_fn: CorrespondencesFn | None = None,
     progress: Callable[[int, str, float], None] | None = None,
     symmetry: np.ndarray | None = None,
+    body: Template | None = None,
+    phenotypes: np.ndarray | None = None,
 ) -> TrackResult:
     """Track ``template_mesh`` through a depth sequence.
 
@@ -220,8 +244,16 @@ def track(
         progress: called as ``progress(t, status, seconds)`` after each frame.
         symmetry: (V,) mirror vertex of each template vertex (``Template.symmetry``): enables
             ``config.mirror``.
+        body: the Anny :class:`~bodycorr.body.template.Template` (``template_mesh`` is its mesh),
+            needed by ``config.model`` ``body`` and ``body+graph``.
+        phenotypes: (6,) the person's shape for the body model (None: estimated from
+            ``config.shape_frames`` frames).
     """
     config.check()
+    uses_body = config.model != "graph"
+    if uses_body and (body is None or body.num_vertices != template_mesh.num_vertices):
+        raise BodycorrError(f"track: model={config.model!r} fits the Anny body and needs its Template (body=get_template()); "
+                            "use model='graph' for a template mesh of another topology.")  # fmt: skip
     d = np.asarray(depths)
     if d.ndim == 2:
         d = d[None]
@@ -234,7 +266,7 @@ def track(
         template_desc = extractor.mesh(template_mesh, config.views)
         correspondences_fn = learned_correspondences(extractor, template_desc)
     nr = config.nonrigid
-    graph = build_deformation_graph(template_mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
+    graph = None if config.model == "body" else build_deformation_graph(template_mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
     rng = np.random.default_rng(nr.seed)
     T = d.shape[0]
     rest = np.asarray(template_mesh.vertices, dtype=np.float64)
@@ -259,15 +291,19 @@ def track(
         if problem is None:
             try:
                 fm = _frame_matches(t, dep, camera, correspondences_fn, config, rng)
-                if mirror == "per_match":
-                    fm.starts = rigid_starts(rest, fm.si, np.asarray(symmetry)[fm.si], fm.tp, fm.w, nr.rigid_init == "similarity", nr.kernel)
+                if mirror == "per_match" or uses_body:
+                    fm.starts = rigid_starts(rest, fm.si, fm.si if symmetry is None else np.asarray(symmetry)[fm.si], fm.tp, fm.w, nr.rigid_init == "similarity", nr.kernel)
                 frames.append(fm)
             except BodycorrError as e:
                 problem = str(e)
         if problem is not None:
             frames.append(problem)
         seconds[t] = time.perf_counter() - t0
-    choice = _choose_starts(frames, config.facing_switch_deg) if mirror == "per_match" else {}
+    choice = _choose_starts(frames, config.facing_switch_deg) if (mirror == "per_match" or uses_body) else {}
+    if uses_body and phenotypes is None:
+        phenotypes = _estimate_shape(frames, choice, body, symmetry if mirror != "off" else None, config, seconds)
+    if phenotypes is not None:
+        phenotypes = np.asarray(phenotypes, dtype=np.float64)
     # pass 2: register every frame from the rest template, from its chosen start
     prev: np.ndarray | None = None
     for t in range(T):
@@ -276,7 +312,10 @@ def track(
         verts, problem = None, fm if isinstance(fm, str) else None
         if problem is None:
             try:
-                verts = _register_frame(fm, template_mesh, graph, config, symmetry, mirror, choice.get(t))
+                if uses_body:
+                    verts = _fit_frame(fm, template_mesh, graph, config, body, symmetry if mirror != "off" else None, choice[t], phenotypes)
+                else:
+                    verts = _register_frame(fm, template_mesh, graph, config, symmetry, mirror, choice.get(t))
                 nmatch[t] = len(fm.si)
             except BodycorrError as e:
                 problem = str(e)
@@ -292,7 +331,7 @@ def track(
         seconds[t] += time.perf_counter() - t0
         if progress is not None:
             progress(t, status[-1], float(seconds[t]))
-    return TrackResult(out, seconds, tuple(status), np.asarray(template_mesh.faces), cleaned, camera, nmatch)
+    return TrackResult(out, seconds, tuple(status), np.asarray(template_mesh.faces), cleaned, camera, nmatch, phenotypes)
 
 
 @dataclass(eq=False)
@@ -361,6 +400,41 @@ def _choose_starts(frames: list, switch_deg: float) -> dict[int, object]:
             run = []
     solve(run)
     return choice
+
+
+def _estimate_shape(frames: list, choice: dict, body: Template, symmetry, config: TrackConfig, seconds: np.ndarray) -> np.ndarray:
+    """(6,) the median phenotypes of shape-and-pose fits on ``config.shape_frames`` tracked frames
+    spread over the sequence (their time is added to those frames)."""
+    ok = [fm for fm in frames if isinstance(fm, _FrameMatches) and fm.t in choice]
+    if not ok:
+        return np.full(6, 0.5)
+    picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, max(1, config.shape_frames)).round().astype(int))]
+    cfg = replace(config.pose, shape=True, iterations=config.shape_iterations)
+    fits = []
+    for fm in picks:
+        t0 = time.perf_counter()
+        alt = None if symmetry is None else np.asarray(symmetry)[fm.si]
+        fits.append(fit_pose(body, fm.si, fm.tp, fm.w, choice[fm.t], alternatives=alt, scan=fm.cloud.points, config=cfg).phenotypes)
+        seconds[fm.t] += time.perf_counter() - t0
+    return np.median(np.stack(fits), axis=0)
+
+
+def _fit_frame(fm: _FrameMatches, template_mesh: Mesh, graph, config: TrackConfig, body: Template, symmetry,
+               start: SimilarityTransform, phenotypes: np.ndarray | None) -> np.ndarray:  # fmt: skip
+    """The body fitted to one frame from rest (its shape fixed), then optionally the graph from it."""
+    alt = None if symmetry is None else np.asarray(symmetry)[fm.si]
+    cfg = replace(config.pose, shape=False)
+    fit = fit_pose(body, fm.si, fm.tp, fm.w, start, alternatives=alt, scan=fm.cloud.points, config=cfg, phenotypes=phenotypes)
+    v = fit.vertices
+    if config.model == "body+graph":
+        posed = Mesh(v, template_mesh.faces, name="posed template")
+        res = register_nonrigid(posed, fm.cloud, fm.si, fm.tp, fm.w, config.nonrigid, graph=graph.moved(v), alternatives=alt,
+                                rigid_start=SimilarityTransform.identity())  # fmt: skip
+        if np.isfinite(res.vertices).all():  # else the body fit stands
+            v = np.asarray(res.vertices, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise BodycorrError("body fit diverged (non-finite vertices)")
+    return v
 
 
 def _register_frame(fm: _FrameMatches, template_mesh, graph, config, symmetry, mirror, start=None) -> np.ndarray:
@@ -553,24 +627,54 @@ def load_depth_sequence(folder: str | Path, frames: int | None = None, intrinsic
     return np.stack(ds), Camera(k, np.eye(3), np.zeros(3))
 
 
+def parse_phenotypes(text: str | None) -> np.ndarray | None:
+    """``"0.5,0.5,0.5,0.5,0.5,0.5"`` (gender, age, muscle, weight, height, proportions, each in [0, 1]) -> (6,); None -> None."""
+    if text is None:
+        return None
+    try:
+        ph = np.array([float(x) for x in text.split(",")])
+    except ValueError:
+        ph = np.zeros(0)
+    if ph.shape != (6,) or not ((ph >= 0) & (ph <= 1)).all():
+        raise BodycorrError(f"--phenotypes {text!r}: give 6 comma-separated values in [0, 1] (gender, age, muscle, weight, height, proportions).")
+    return ph
+
+
 def run_track(seq: str, out: str | Path, model: str | None = None, frames: int | None = None,
-              intrinsics: str | Path | None = None, config: TrackConfig = TrackConfig(), seed: int = 0) -> str:  # fmt: skip
-    """The ``bodycorr track`` command: returns a short report."""
+              intrinsics: str | Path | None = None, config: TrackConfig = TrackConfig(), seed: int = 0,
+              phenotypes: str | None = None) -> str:  # fmt: skip
+    """The ``bodycorr track`` command: returns a short report.
+
+    ``phenotypes``: the person's shape as 6 comma-separated values, ``"truth"`` (synthetic
+    sequences: the person's own), or None (estimated from the sequence when a body model deforms).
+    """
     from bodycorr.body.template import get_template
     from bodycorr.matching.pipeline import load_extractor
 
-    truth = None
+    if phenotypes == "truth" and seq != "synthetic":
+        raise BodycorrError("--phenotypes truth: only a synthetic sequence knows its person's shape. Give 6 values or leave it out.")
+    ph = None if phenotypes == "truth" else parse_phenotypes(phenotypes)
+    truth, true_ph = None, None
     if seq == "synthetic":
-        depths, camera, truth, _ = synthetic_sequence(frames or 20, seed=seed, noise=True)
+        depths, camera, truth, true_ph = synthetic_sequence(frames or 20, seed=seed, noise=True)
+        ph = true_ph if phenotypes == "truth" else ph
     else:
         depths, camera = load_depth_sequence(seq, frames, intrinsics)
     extractor = load_extractor(model)
     template = get_template()
-    res = track(depths, camera, template.mesh, extractor, config, symmetry=template.symmetry)
+    res = track(depths, camera, template.mesh, extractor, config, symmetry=template.symmetry, body=template, phenotypes=ph)
     metrics = evaluate_track(res, truth) if truth is not None else None
     write_track_outputs(res, out, metrics)
     ok = int(res.ok.sum())
-    lines = [f"tracked {ok}/{len(res.status)} frames, {np.mean(res.seconds):.2f} s/frame; outputs in {out}"]
+    lines = [f"tracked {ok}/{len(res.status)} frames ({config.model}), {np.median(res.seconds):.2f} s/frame median; outputs in {out}"]
+    if res.phenotypes is not None:
+        how = "given" if ph is not None else "estimated"
+        lines.append(f"  shape ({how}): " + ", ".join(f"{k} {v:.2f}" for k, v in zip(PHENOTYPES, res.phenotypes)))
+        if true_ph is not None and ph is None:
+            from bodycorr.body.anny_model import get_body_model
+
+            rest = get_body_model()(np.stack([true_ph, res.phenotypes])).vertices
+            lines.append(f"  shape error against the truth: {np.linalg.norm(rest[1] - rest[0], axis=1).mean() * 100:.1f} cm mean vertex distance at rest")
     for t, s in enumerate(res.status):
         if s != "ok":
             lines.append(f"  frame {t}: {s}")
@@ -581,5 +685,5 @@ def run_track(seq: str, out: str | Path, model: str | None = None, frames: int |
 
 
 __all__ = ["TrackConfig", "TrackResult", "synthetic_sequence", "track", "evaluate_track", "write_track_outputs",
-           "learned_correspondences", "visible_vertices", "load_depth_sequence", "run_track"]  # fmt: skip
+           "learned_correspondences", "visible_vertices", "load_depth_sequence", "parse_phenotypes", "run_track"]  # fmt: skip
 

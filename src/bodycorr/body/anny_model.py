@@ -56,6 +56,7 @@ class BodyModel:
         w = self._anny.vertex_bone_weights.cpu().numpy()
         bi = self._anny.vertex_bone_indices.cpu().numpy()
         self.dominant_bone: np.ndarray = bi[np.arange(len(bi)), w.argmax(1)].astype(np.int64)
+        self._dense_weights: torch.Tensor | None = None  # (V, J), built by rest_body
 
     def bone_index(self, name: str) -> int:
         return self.bone_labels.index(name)
@@ -94,6 +95,58 @@ class BodyModel:
             bone_poses=poses.cpu().numpy(),
             bone_heads=heads.cpu().numpy(),
         )
+
+
+    # --- differentiable torch paths (the fitting in :mod:`bodycorr.body.articulated`) ---------------
+
+    def forward_torch(self, pose: torch.Tensor, phenotypes: torch.Tensor) -> torch.Tensor:
+        """Differentiable posing: pose (B, J, 4, 4) local-ref deltas, phenotypes (B, 6) -> (B, V, 3) vertices."""
+        out = self._anny(pose_parameters=pose, phenotype_kwargs={k: phenotypes[:, i] for i, k in enumerate(PHENOTYPES)})
+        return out["vertices"]
+
+    @torch.no_grad()
+    def rest_body(self, phenotypes: np.ndarray) -> RestBody:
+        """The rest body of one fixed shape, for :meth:`skin` (the blend shapes are applied once)."""
+        ph = torch.as_tensor(np.asarray(phenotypes, dtype=np.float32).reshape(1, len(PHENOTYPES)), device=self.device)
+        pp = torch.eye(4, device=self.device).expand(1, self.num_bones, 4, 4).contiguous()
+        out = self._anny(pose_parameters=pp, phenotype_kwargs={k: ph[:, i] for i, k in enumerate(PHENOTYPES)})
+        if self._dense_weights is None:
+            w = torch.zeros(self.num_vertices, self.num_bones, device=self.device)
+            w.scatter_add_(1, self._anny.vertex_bone_indices.long(), self._anny.vertex_bone_weights.float())
+            self._dense_weights = w
+        return RestBody(out["rest_vertices"][0], out["rest_bone_poses"][:1])
+
+    def skin(self, pose: torch.Tensor, rest: RestBody, vertices: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable linear blend skinning of some vertices of a fixed-shape body.
+
+        Blends the bone transforms per vertex first ((n, J) weights times (B, J, 12)), so posing a few
+        thousand vertices costs a fraction of a full forward pass (which re-applies the blend shapes
+        and skins every vertex).
+
+        Args:
+            pose: (B, J, 4, 4) local-ref deltas; rest: from :meth:`rest_body`;
+            vertices: (n,) full-topology vertex indices, or None for all.
+        Returns:
+            (B, n, 3) posed vertices, equal to :meth:`forward_torch`'s at those indices.
+        """
+        b = pose.shape[0]
+        transforms, _ = self._anny.get_bone_transforms(pose, rest.bone_poses.expand(b, -1, -1, -1))
+        w = self._dense_weights if vertices is None else self._dense_weights[vertices]
+        r = rest.vertices if vertices is None else rest.vertices[vertices]
+        m = torch.einsum("nj,bjk->bnk", w, transforms[:, :, :3, :].reshape(b, self.num_bones, 12)).reshape(b, -1, 3, 4)
+        return (m[..., :3] @ r[..., None])[..., 0] + m[..., 3]
+
+
+@dataclass(frozen=True, eq=False)
+class RestBody:
+    """A body of fixed shape at rest (:meth:`BodyModel.rest_body`).
+
+    Attributes:
+        vertices: (V, 3) rest vertices; bone_poses: (1, J, 4, 4) rest bone transforms.
+    """
+
+    vertices: torch.Tensor
+    bone_poses: torch.Tensor
 
 
 @functools.lru_cache(maxsize=2)

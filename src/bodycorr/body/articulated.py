@@ -127,6 +127,7 @@ def fit_pose(
     scan: np.ndarray | None = None,
     config: PoseFitConfig = PoseFitConfig(),
     model: BodyModel | None = None,
+    phenotypes: np.ndarray | None = None,
 ) -> PoseFit:
     """Fit Anny's bone rotations (and phenotypes) so that template vertex ``si[k]`` (or its mirror
     ``alternatives[k]``) lands on ``points[k]``.
@@ -141,6 +142,9 @@ def fit_pose(
             :func:`~bodycorr.geometry.nonrigid.rigid_starts`).
         alternatives: (K,) a second template vertex each match may pull instead (the mirror), or None.
         scan: (N, 3) the scan's points for the closest-point term, or None.
+        phenotypes: (6,) the body's shape when ``config.shape`` is off (default: the template's
+            neutral 0.5), or the fit's starting shape when it is on. A fixed shape is posed by skinning only the vertices each step needs
+            (:meth:`~bodycorr.body.anny_model.BodyModel.skin`), several times faster.
     Returns:
         :class:`PoseFit` of the kept start.
     """
@@ -185,6 +189,15 @@ def fit_pose(
         "rot": torch.zeros(B, len(FIT_BONES), 3, dtype=dt), "glob": torch.zeros(B, 3, dtype=dt),
         "trans": torch.zeros(B, 3, dtype=dt), "shape": torch.zeros(B, len(PHENOTYPES), dtype=dt),
     }  # fmt: skip
+    if phenotypes is not None:
+        phenotypes = np.asarray(phenotypes, dtype=np.float64).reshape(-1)
+        if phenotypes.shape != (len(PHENOTYPES),) or not np.isfinite(phenotypes).all() or (phenotypes < 0).any() or (phenotypes > 1).any():
+            raise BodycorrError(f"fit_pose: phenotypes must be {len(PHENOTYPES)} values in [0, 1] ({', '.join(PHENOTYPES)}), got {phenotypes}.")
+    fixed_shape = None
+    if config.shape and phenotypes is not None:  # a starting shape
+        params["shape"][:] = torch.as_tensor(np.arctanh(np.clip(2 * phenotypes - 1, -0.999, 0.999)), dtype=dt)
+    if not config.shape:
+        fixed_shape = model.rest_body(np.full(len(PHENOTYPES), 0.5) if phenotypes is None else phenotypes)
 
     def optimiser(p: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
         for t in p.values():
@@ -195,14 +208,12 @@ def fit_pose(
         return torch.optim.Adam(groups)
 
     opt = optimiser(params)
-    anny = model._anny
     J = model.num_bones
     eye4 = torch.eye(4, dtype=dt)
     n = max(1, config.iterations)
     select_at = int(round(n * config.select_at)) if B > 1 else -1
     s_start, s_end = config.robust_scale
     cp_from = int(round(n * (1 - config.closest_point_share))) if cp is not None else n + 1
-    nn_idx = None
     keep = torch.arange(B)
     start_energies = np.full(B, np.nan)
 
@@ -213,21 +224,35 @@ def fit_pose(
         return pose
 
     def phenotypes_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        if fixed_shape is not None and phenotypes is not None:
+            return torch.as_tensor(phenotypes, dtype=dt).expand(p["shape"].shape[0], -1)
         return 0.5 + 0.5 * torch.tanh(p["shape"])
 
-    def body(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(b, Vt, 3) posed template vertices in the scan's frame."""
-        ph = phenotypes_of(p)
-        out = anny(pose_parameters=pose_of(p), phenotype_kwargs={k: ph[:, i] for i, k in enumerate(PHENOTYPES)})
-        v = out["vertices"][:, full]
+    def body(p: dict[str, torch.Tensor], sel: torch.Tensor | None) -> torch.Tensor:
+        """(b, n, 3) posed template vertices ``sel`` (None: all) in the scan's frame."""
+        ids = full if sel is None else full[sel]
+        if fixed_shape is not None:
+            v = model.skin(pose_of(p), fixed_shape, ids)
+        else:
+            v = model.forward_torch(pose_of(p), phenotypes_of(p))[:, ids]
         v = (v - c) @ roma.rotvec_to_rotmat(p["glob"]).transpose(-1, -2) + c
         return S0[keep, None, None] * v @ R0[keep].transpose(-1, -2) + (T0[keep] + p["trans"])[:, None]
 
+    # Each step poses only the vertices it reads: the matched ones (and their mirrors), plus the
+    # closest-point partners once that term is on (re-found on the whole body every 10 steps).
+    base = torch.unique(idx if alt is None else torch.cat([idx, alt]))
+    sel, nn_idx = base, None
+
+    def at(ids: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(sel, ids)
+
+    i_idx, i_alt = at(idx), None if alt is None else at(alt)
+
     def match_cost(v: torch.Tensor, scale: float) -> torch.Tensor:
-        """(b, K) robust cost of every match."""
-        cost = _gm(((v[:, idx] - tp) ** 2).sum(-1), scale)
-        if alt is not None:
-            mirrored = _gm(((v[:, alt] - tp) ** 2).sum(-1), scale) + config.mirror_penalty * scale * scale
+        """(b, K) robust cost of every match (v: the posed ``sel`` vertices)."""
+        cost = _gm(((v[:, i_idx] - tp) ** 2).sum(-1), scale)
+        if i_alt is not None:
+            mirrored = _gm(((v[:, i_alt] - tp) ** 2).sum(-1), scale) + config.mirror_penalty * scale * scale
             cost = torch.minimum(cost, mirrored)
         return cost
 
@@ -235,26 +260,35 @@ def fit_pose(
         scale = s_start * (s_end / s_start) ** (it / max(1, n - 1))
         if it == select_at:
             with torch.no_grad():
-                e = (match_cost(body(params), SELECT_SCALE) * w).sum(-1)
+                e = (match_cost(body(params, sel), SELECT_SCALE) * w).sum(-1)
             start_energies = e.numpy().astype(np.float64) / SELECT_SCALE**2
             best = int(torch.argmin(e))
             keep = keep[best : best + 1]
             params = {k: t.detach()[best : best + 1].clone() for k, t in params.items()}
+            if nn_idx is not None:
+                nn_idx = nn_idx[best : best + 1]
             opt = optimiser(params)
-        v = body(params)
+        if it >= cp_from and (nn_idx is None or (it - cp_from) % 10 == 0):
+            with torch.no_grad():
+                vv = body(params, None).numpy()
+            nn_t = torch.as_tensor(np.stack([cKDTree(x).query(cp.numpy(), workers=1)[1] for x in vv]), dtype=torch.int64)
+            sel = torch.unique(torch.cat([base, nn_t.reshape(-1)]))
+            i_idx, i_alt, nn_idx = at(idx), None if alt is None else at(alt), at(nn_t)
+        v = body(params, sel)
         loss = ((match_cost(v, scale) * w).sum(-1)).sum()
         if it >= cp_from:
-            if nn_idx is None or (it - cp_from) % 10 == 0:
-                vv = v.detach().numpy()
-                nn_idx = torch.as_tensor(np.stack([cKDTree(x).query(cp.numpy(), workers=1)[1] for x in vv]), dtype=torch.int64)
             d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
             loss = loss + config.closest_point * _gm(d2, s_end).mean(-1).sum()
-        loss = loss + config.pose_prior * (params["rot"] ** 2).sum() + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
+        loss = loss + config.pose_prior * (params["rot"] ** 2).sum()
+        if fixed_shape is None:
+            loss = loss + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        v = body(params)
+        v = body(params, None)
+        sel = torch.arange(len(full))
+        i_idx, i_alt = idx, alt
         e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
         b = int(torch.argmin(e))
         if len(keep) > 1:

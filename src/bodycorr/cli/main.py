@@ -73,9 +73,10 @@ def _cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _cmd_track(a: argparse.Namespace) -> None:
-    from bodycorr.apps.track import run_track
+    from bodycorr.apps.track import TrackConfig, run_track
 
-    print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics))
+    print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=TrackConfig(model=a.deform),
+                    seed=a.seed, phenotypes=a.phenotypes))  # fmt: skip
 
 
 def _cmd_benchmark(a: argparse.Namespace) -> None:
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", help="model file (default: the shipped model)")
     tr.add_argument("--frames", type=int, help="number of frames (default: all; synthetic: 20)")
     tr.add_argument("--intrinsics", help="intrinsics JSON for the depth images (default: Kinect v2)")
+    tr.add_argument("--deform", choices=["body", "body+graph", "graph"], default="body",
+                    help="what deforms each frame from rest: Anny's bones at a fixed shape (default), then a deformation graph, or the graph alone")
+    tr.add_argument("--phenotypes", help="the person's shape: 6 values in [0, 1] (gender,age,muscle,weight,height,proportions), "
+                                         "or 'truth' for a synthetic sequence (default: estimated from 5 frames)")
+    tr.add_argument("--seed", type=int, default=0, help="synthetic sequence: which test-split person")
     tr.set_defaults(func=_cmd_track)
 
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",

@@ -83,7 +83,7 @@ class TrackConfig:
     facing_switch_deg: float = 60.0
     model: Literal["graph", "body", "body+graph"] = "body"
     pose: PoseFitConfig = field(default_factory=lambda: PoseFitConfig(
-        iterations=60, shape=False, closest_point=2.0, mirror_penalty=0.1, max_scan_points=2000))  # fmt: skip
+        iterations=60, shape=False, closest_point=2.0, max_scan_points=2000))  # fmt: skip
     shape_frames: int = 5
     shape_iterations: int = 150
 

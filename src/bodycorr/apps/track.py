@@ -2,14 +2,17 @@
 
 Every frame is registered FROM THE REST TEMPLATE with that frame's own correspondences (learned
 descriptors: pixel -> template vertex), so errors never feed forward: a bad frame cannot spoil the
-next one. Each match may pull its template vertex or that vertex's mirror (the descriptors confuse
-left and right), and each frame's rigid start is chosen among that frame's own candidates jointly
-over the sequence (they confuse front and back too; a person does not turn round between frames).
-Optional temporal smoothing only blends the final output with the previous output.
+next one. By default Anny's bone rotations are fitted to each frame at the person's fixed shape
+(given, or estimated once from a few frames); a deformation graph can follow, or do it all for a
+template of another topology. Each match may pull its template vertex or that vertex's mirror (the
+descriptors confuse left and right), and each frame's rigid start is chosen among that frame's own
+candidates jointly over the sequence (they confuse front and back too; a person does not turn round
+between frames). Optional temporal smoothing only blends the final output with the previous output.
 
 * :func:`synthetic_sequence` — a depth sequence of one test-split person walking, with the truth.
 * :func:`track` — per frame: clean flying pixels, describe pixels, match to the template's
-  descriptors, :func:`register_nonrigid` from the rest template (one deformation graph reused).
+  descriptors, fit the body (:func:`~bodycorr.body.articulated.fit_pose`) and/or
+  :func:`register_nonrigid` from the rest template.
 * :func:`evaluate_track` — vertex errors (all / visible), drift slope and static-vertex jitter.
 * :func:`write_track_outputs` — one PLY per frame, an error plot, an animated GIF.
 """
@@ -666,7 +669,8 @@ def run_track(seq: str, out: str | Path, model: str | None = None, frames: int |
     metrics = evaluate_track(res, truth) if truth is not None else None
     write_track_outputs(res, out, metrics)
     ok = int(res.ok.sum())
-    lines = [f"tracked {ok}/{len(res.status)} frames ({config.model}), {np.median(res.seconds):.2f} s/frame median; outputs in {out}"]
+    lines = [f"tracked {ok}/{len(res.status)} frames ({config.model}), {np.median(res.seconds):.2f} s/frame median, "
+             f"{np.mean(res.seconds):.2f} mean; outputs in {out}"]  # fmt: skip
     if res.phenotypes is not None:
         how = "given" if ph is not None else "estimated"
         lines.append(f"  shape ({how}): " + ", ".join(f"{k} {v:.2f}" for k, v in zip(PHENOTYPES, res.phenotypes)))

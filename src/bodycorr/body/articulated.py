@@ -110,10 +110,10 @@ class PoseFit:
         rotation: (3, 3), translation: (3,), scale: the body's placement in the scan's frame.
         energy: final robust energy per unit weight (end scale; comparable across scans' fits).
         start: index of the kept rigid start.
-        start_energies: (S × P,) each (start, mirror penalty)'s score (P = 1 unless
-            ``select="coverage"`` tries several penalties; entry k is start k // P) when the kept one was chosen: its energy (at the
-            end scale, or at :data:`SELECT_SCALE` when chosen early) or, with ``select="coverage"``,
-            its mean body-to-scan distance in metres; NaN: one start.
+        start_energies: (S × P,) each (start, mirror penalty)'s score when the kept one was
+            chosen (P = 1 unless ``select="coverage"`` tries several penalties; entry k is start
+            k // P): its energy (at the end scale, or at :data:`SELECT_SCALE` when chosen early)
+            or, with ``select="coverage"``, its mean body-to-scan distance in metres; NaN: one start.
         seconds: wall time.
     """
 
@@ -160,8 +160,9 @@ def fit_pose(
         alternatives: (K,) a second template vertex each match may pull instead (the mirror), or None.
         scan: (N, 3) the scan's points for the closest-point term, or None.
         phenotypes: (6,) the body's shape when ``config.shape`` is off (default: the template's
-            neutral 0.5), or the fit's starting shape when it is on. A fixed shape is posed by skinning only the vertices each step needs
-            (:meth:`~bodycorr.body.anny_model.BodyModel.skin`), several times faster.
+            neutral 0.5), or the fit's starting shape when it is on. A fixed shape is posed by
+            skinning only the vertices each step needs
+            (:meth:`~bodycorr.body.anny_model.BodyModel.skin`), about twice as fast per step.
     Returns:
         :class:`PoseFit` of the kept start.
     """
@@ -173,7 +174,7 @@ def fit_pose(
     penalties = tuple(config.coverage_penalties) if config.select == "coverage" and alternatives is not None else (config.mirror_penalty,)
     if not penalties or any(not 0 <= p <= 1 for p in penalties):
         raise BodycorrError(f"PoseFitConfig: mirror penalties must lie in [0, 1], got {penalties}.")
-    n_rigid, n_pen = len(starts), len(penalties)
+    n_pen = len(penalties)
     starts = [st for st in starts for _ in penalties]  # batch entry k: rigid start k // n_pen, penalty k % n_pen
     pen_of = torch.as_tensor([penalties[k % n_pen] for k in range(len(starts))], dtype=torch.float32)
     si = np.asarray(si, dtype=np.int64)
@@ -202,6 +203,8 @@ def fit_pose(
         raise BodycorrError(f"PoseFitConfig.select {config.select!r}: use 'energy' or 'coverage'.")
     if config.select == "coverage" and scan is None:
         raise BodycorrError("fit_pose: select='coverage' compares the fits with the scan; pass scan=.")
+    if config.select == "coverage" and config.select_at < 1:
+        raise BodycorrError("PoseFitConfig: select='coverage' compares finished fits; it needs select_at=1.")
     full_scan = None if scan is None else np.asarray(scan, dtype=np.float64)
     cp = None
     if scan is not None and config.closest_point > 0:
@@ -315,8 +318,7 @@ def fit_pose(
         opt.step()
     with torch.no_grad():
         v = body(params, None)
-        sel = torch.arange(len(full))
-        i_idx, i_alt = idx, alt
+        i_idx, i_alt = idx, alt  # match_cost now reads every vertex
         e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
         score = e.numpy().astype(np.float64)
         if config.select == "coverage" and len(keep) > 1:

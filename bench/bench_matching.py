@@ -14,16 +14,11 @@ import time
 
 import numpy as np
 import torch
+from timing import run_times
 
 
 def median_time(fn, repeats: int = 5) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return run_times(fn, repeats)[0]
 
 
 def main() -> None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import run_times
 
 from bodycorr.models import checkpoint_dict, create_model, list_models
 
@@ -58,17 +57,6 @@ def fake_batch(b: int, size: int) -> torch.Tensor:
     mask = torch.zeros(b, 1, size, size)
     mask[:, :, size // 8 : -size // 8, size // 3 : -size // 3] = 1
     return torch.cat([0.2 * torch.randn(b, 1, size, size) * mask, mask], dim=1)
-
-
-def run_times(fn, repeats: int) -> tuple[float, float]:
-    """(median, fastest) wall time of ``repeats`` calls after one warm-up call."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), min(times)
 
 
 def bench_model(name: str, sizes: list[int], batch: int, repeats: int) -> dict:

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import run_times
 
 from bodycorr.models import create_model, list_models
 from bodycorr.models.io import load_model_file
 
 
 def median_ms(fn, repeats: int) -> tuple[float, float]:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(ts), min(ts)
+    med, fastest = run_times(fn, repeats)
+    return med * 1000, fastest * 1000
 
 
 def person_image(size: int) -> torch.Tensor:

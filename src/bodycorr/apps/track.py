@@ -279,7 +279,9 @@ def track(
     status: list[str] = []
     cleaned = np.zeros(d.shape, dtype=np.float32)
     mirror = config.mirror if symmetry is not None else "off"
-    # pass 1: each frame's own matches and, with per-match mirrors, its distinct rigid starts
+    with_starts = mirror == "per_match" or uses_body  # rigid starts per frame, chosen over the sequence
+    fit_symmetry = symmetry if mirror != "off" else None  # the body fit's mirror alternatives
+    # pass 1: each frame's own matches and, with per-match mirrors or the body fit, its distinct rigid starts
     frames: list[_FrameMatches | str] = []
     for t in range(T):
         t0 = time.perf_counter()
@@ -294,7 +296,7 @@ def track(
         if problem is None:
             try:
                 fm = _frame_matches(t, dep, camera, correspondences_fn, config, rng)
-                if mirror == "per_match" or uses_body:
+                if with_starts:
                     fm.starts = rigid_starts(rest, fm.si, fm.si if symmetry is None else np.asarray(symmetry)[fm.si], fm.tp, fm.w, nr.rigid_init == "similarity", nr.kernel)
                 frames.append(fm)
             except BodycorrError as e:
@@ -302,9 +304,9 @@ def track(
         if problem is not None:
             frames.append(problem)
         seconds[t] = time.perf_counter() - t0
-    choice = _choose_starts(frames, config.facing_switch_deg) if (mirror == "per_match" or uses_body) else {}
+    choice = _choose_starts(frames, config.facing_switch_deg) if with_starts else {}
     if uses_body and phenotypes is None:
-        phenotypes = _estimate_shape(frames, choice, body, symmetry if mirror != "off" else None, config, seconds)
+        phenotypes = _estimate_shape(frames, choice, body, fit_symmetry, config, seconds)
     if phenotypes is not None:
         phenotypes = np.asarray(phenotypes, dtype=np.float64)
     # pass 2: register every frame from the rest template, from its chosen start
@@ -316,7 +318,7 @@ def track(
         if problem is None:
             try:
                 if uses_body:
-                    verts = _fit_frame(fm, template_mesh, graph, config, body, symmetry if mirror != "off" else None, choice[t], phenotypes)
+                    verts = _fit_frame(fm, template_mesh, graph, config, body, fit_symmetry, choice[t], phenotypes)
                 else:
                     verts = _register_frame(fm, template_mesh, graph, config, symmetry, mirror, choice.get(t))
                 nmatch[t] = len(fm.si)
@@ -410,7 +412,7 @@ def _estimate_shape(frames: list, choice: dict, body: Template, symmetry, config
     spread over the sequence (their time is added to those frames)."""
     ok = [fm for fm in frames if isinstance(fm, _FrameMatches) and fm.t in choice]
     if not ok:
-        return np.full(6, 0.5)
+        return np.full(len(PHENOTYPES), 0.5)
     picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, max(1, config.shape_frames)).round().astype(int))]
     cfg = replace(config.pose, shape=True, iterations=config.shape_iterations)
     fits = []

@@ -83,7 +83,7 @@ class BodyModel:
             pp = torch.as_tensor(np.asarray(pose, dtype=np.float32), device=self.device)
             if pp.shape != (b, self.num_bones, 4, 4):
                 raise ValueError(f"pose must be ({b}, {self.num_bones}, 4, 4), got {tuple(pp.shape)}")
-        out = self._anny(pose_parameters=pp, phenotype_kwargs={k: ph[:, i] for i, k in enumerate(PHENOTYPES)})
+        out = self._run(pp, ph)
         poses = out["bone_poses"]
         # Joint positions: the rest bone heads carried by each bone's world transform.
         rest_poses = out["rest_bone_poses"].expand_as(poses)
@@ -96,20 +96,22 @@ class BodyModel:
             bone_heads=heads.cpu().numpy(),
         )
 
+    def _run(self, pose: torch.Tensor, phenotypes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Anny's forward pass: pose (B, J, 4, 4), phenotypes (B, 6) in :data:`PHENOTYPES` order -> its output dict."""
+        return self._anny(pose_parameters=pose, phenotype_kwargs={k: phenotypes[:, i] for i, k in enumerate(PHENOTYPES)})
 
     # --- differentiable torch paths (the fitting in :mod:`bodycorr.body.articulated`) ---------------
 
     def forward_torch(self, pose: torch.Tensor, phenotypes: torch.Tensor) -> torch.Tensor:
         """Differentiable posing: pose (B, J, 4, 4) local-ref deltas, phenotypes (B, 6) -> (B, V, 3) vertices."""
-        out = self._anny(pose_parameters=pose, phenotype_kwargs={k: phenotypes[:, i] for i, k in enumerate(PHENOTYPES)})
-        return out["vertices"]
+        return self._run(pose, phenotypes)["vertices"]
 
     @torch.no_grad()
     def rest_body(self, phenotypes: np.ndarray) -> RestBody:
         """The rest body of one fixed shape, for :meth:`skin` (the blend shapes are applied once)."""
         ph = torch.as_tensor(np.asarray(phenotypes, dtype=np.float32).reshape(1, len(PHENOTYPES)), device=self.device)
         pp = torch.eye(4, device=self.device).expand(1, self.num_bones, 4, 4).contiguous()
-        out = self._anny(pose_parameters=pp, phenotype_kwargs={k: ph[:, i] for i, k in enumerate(PHENOTYPES)})
+        out = self._run(pp, ph)
         if self._dense_weights is None:
             w = torch.zeros(self.num_vertices, self.num_bones, device=self.device)
             w.scatter_add_(1, self._anny.vertex_bone_indices.long(), self._anny.vertex_bone_weights.float())

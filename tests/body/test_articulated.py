@@ -127,6 +127,34 @@ def test_a_limb_matched_to_the_wrong_side_is_read_through_its_mirror(template, p
     assert err_aware < 0.05 and err_blind > 2 * err_aware
 
 
+def test_free_space_moves_the_body_out_of_what_the_camera_saw_through(template, posed):
+    """No matches on the arms and a camera on the body's left: the rest pose's left arm, stuck out
+    sideways, floats in front of the measured chest until the free-space term moves it."""
+    from bodycorr.geometry.camera import Camera, Intrinsics
+    from bodycorr.geometry.silhouette import DepthSilhouette
+    from bodycorr.render.frame import render
+    from bodycorr.render.raycast import RayCaster
+
+    c = posed.mean(0)
+    side = _yaw(60) @ np.array([1.0, 0.0, 0.0])  # the body's left-right axis after its 60° turn
+    cam = Camera.look_at(c + 3.0 * side, c, up=(0.0, 0.0, 1.0), intrinsics=Intrinsics.square(128, fov_deg=50.0))
+    depth = render(RayCaster(posed, template.mesh.faces), cam).depth
+    sil = DepthSilhouette.from_depth(np.nan_to_num(depth), cam)
+    arm_parts = [template.part_names.index(p) for p in template.part_names if "arm" in p or "hand" in p]
+    rng = np.random.default_rng(0)
+    body = np.flatnonzero(~np.isin(template.parts, arm_parts))
+    si = rng.choice(body, 1500, replace=False)
+    fits = {}
+    for fs in (0.0, 10.0):
+        cfg = PoseFitConfig(iterations=100, shape=False, free_space=fs, silhouette=0.0)
+        fits[fs] = fit_pose(template, si, posed[si], np.ones(len(si)), _start(template, posed, si), config=cfg,
+                            phenotypes=np.array([0.8, 0.5, 0.6, 0.3, 0.7, 0.5]), silhouette=sil)  # fmt: skip
+    in_front = {fs: (sil.residuals(f.vertices, tolerance=0.02).in_front > 0).sum() for fs, f in fits.items()}
+    assert in_front[0.0] > 200 and in_front[10.0] < in_front[0.0] / 2, in_front
+    err = np.linalg.norm(fits[10.0].vertices - posed, axis=1)[body].mean()
+    assert err < 0.02, err  # the matched body is not pushed off its matches
+
+
 def test_bad_input_is_one_clear_error(template):
     v = template.mesh.vertices
     with pytest.raises(BodycorrError, match="3 finite matches"):

@@ -34,6 +34,7 @@ from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.geometry.rigid import SimilarityTransform, rotation_angle_deg
+from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.inputs import remove_flying_pixels
 
 # (t, cleaned depth (H, W) m, camera) -> (template vertex indices (K,), target points (K, 3), weights (K,))
@@ -346,6 +347,7 @@ class _FrameMatches:
     tp: np.ndarray
     w: np.ndarray
     cloud: PointCloud
+    silhouette: DepthSilhouette | None = None
     starts: list = field(default_factory=list)
 
 
@@ -365,7 +367,7 @@ def _frame_matches(t, depth, camera, correspondences_fn, config, rng) -> _FrameM
     pts = camera.backproject(depth)[depth > 0]
     if len(pts) > config.max_target_points:
         pts = pts[rng.choice(len(pts), config.max_target_points, replace=False)]
-    return _FrameMatches(t, si, tp, w, PointCloud(pts, name=f"frame {t}"))
+    return _FrameMatches(t, si, tp, w, PointCloud(pts, name=f"frame {t}"), DepthSilhouette.from_depth(depth, camera))
 
 
 def _choose_starts(frames: list, switch_deg: float) -> dict[int, object]:
@@ -419,7 +421,8 @@ def _estimate_shape(frames: list, choice: dict, body: Template, symmetry, config
     for fm in picks:
         t0 = time.perf_counter()
         alt = None if symmetry is None else np.asarray(symmetry)[fm.si]
-        fits.append(fit_pose(body, fm.si, fm.tp, fm.w, choice[fm.t], alternatives=alt, scan=fm.cloud.points, config=cfg).phenotypes)
+        fits.append(fit_pose(body, fm.si, fm.tp, fm.w, choice[fm.t], alternatives=alt, scan=fm.cloud.points, config=cfg,
+                             silhouette=fm.silhouette).phenotypes)  # fmt: skip
         seconds[fm.t] += time.perf_counter() - t0
     return np.median(np.stack(fits), axis=0)
 
@@ -429,7 +432,8 @@ def _fit_frame(fm: _FrameMatches, template_mesh: Mesh, graph, config: TrackConfi
     """The body fitted to one frame from rest (its shape fixed), then optionally the graph from it."""
     alt = None if symmetry is None else np.asarray(symmetry)[fm.si]
     cfg = replace(config.pose, shape=False)
-    fit = fit_pose(body, fm.si, fm.tp, fm.w, start, alternatives=alt, scan=fm.cloud.points, config=cfg, phenotypes=phenotypes)
+    fit = fit_pose(body, fm.si, fm.tp, fm.w, start, alternatives=alt, scan=fm.cloud.points, config=cfg, phenotypes=phenotypes,
+                   silhouette=fm.silhouette)  # fmt: skip
     v = fit.vertices
     if config.model == "body+graph":
         posed = Mesh(v, template_mesh.faces, name="posed template")

@@ -153,6 +153,9 @@ def test_free_space_moves_the_body_out_of_what_the_camera_saw_through(template, 
     assert in_front[0.0] > 200 and in_front[10.0] < in_front[0.0] / 2, in_front
     err = np.linalg.norm(fits[10.0].vertices - posed, axis=1)[body].mean()
     assert err < 0.02, err  # the matched body is not pushed off its matches
+    # the free-space term on from the start and from half-way: both fitted, the lower energy kept
+    paths = fits[10.0].start_energies
+    assert paths.shape == (2,) and fits[10.0].energy == pytest.approx(paths.min(), rel=1e-5)
 
 
 def test_bad_input_is_one_clear_error(template):
@@ -161,6 +164,8 @@ def test_bad_input_is_one_clear_error(template):
         fit_pose(template, [0, 1], v[:2], np.ones(2), SimilarityTransform.identity())
     with pytest.raises(BodycorrError, match="must lie in"):
         fit_pose(template, [0, 1, 10**7], v[:3], np.ones(3), SimilarityTransform.identity())
+    with pytest.raises(BodycorrError, match="free_space_from"):
+        fit_pose(template, [0, 1, 2], v[:3], np.ones(3), SimilarityTransform.identity(), config=PoseFitConfig(free_space_from=(1.5,)))
     with pytest.raises(BodycorrError, match="no rigid start"):
         fit_pose(template, [0, 1, 2], v[:3], np.ones(3), [])
     bad = v[:3].copy()

@@ -22,13 +22,14 @@ def _wall():
     return cam, depth
 
 
-def test_torch_kernel_matches_the_reference():
+@pytest.mark.parametrize("margin", [0.5, 2.5])
+def test_torch_kernel_matches_the_reference(margin):
     cam, depth = _wall()
     sil = DepthSilhouette.from_depth(depth, cam)
     rng = np.random.default_rng(0)
     pts = np.stack([rng.uniform(-1.5, 1.5, 300), rng.uniform(-1.5, 1.5, 300), rng.uniform(0.5, 3.0, 300)], 1)
-    ref = sil.residuals(pts, tolerance=0.02, margin_px=1.0)
-    got = sil.residuals_torch(torch.as_tensor(pts[None], dtype=torch.float64), tolerance=0.02, margin_px=1.0)
+    ref = sil.residuals(pts, tolerance=0.02, margin_px=margin)
+    got = sil.residuals_torch(torch.as_tensor(pts[None], dtype=torch.float64), tolerance=0.02, margin_px=margin)
     np.testing.assert_array_equal(got.in_image[0].numpy(), ref.in_image)
     np.testing.assert_allclose(got.outside[0].numpy(), ref.outside, atol=1e-9)
     np.testing.assert_allclose(got.in_front[0].numpy(), ref.in_front, atol=1e-9)
@@ -51,6 +52,21 @@ def test_residuals_measure_what_they_say():
     np.testing.assert_allclose(r.outside[:3], 0, atol=1e-9)
     # 0.4 m at 2 m is 0.2 f pixels; the distance field is measured between pixel centres
     assert r.outside[3] == pytest.approx(0.4, abs=2 * 2.0 / f)
+
+
+def test_free_space_reads_the_nearest_surface_within_the_margin():
+    """A point just beside the wall's edge, in front of it: its own pixel sees nothing behind it,
+    so only a margin reaching the wall's pixels makes it a violation; a point whose pixel sees
+    the far background but whose neighbour sees a nearer surface is judged by the nearer one."""
+    cam, depth = _wall()
+    depth = np.where(depth > 0, depth, 5.0).astype(np.float32)  # a far background wall at 5 m
+    sil = DepthSilhouette.from_depth(depth, cam)
+    edge = np.flatnonzero(depth[32] < 3)[-1]  # the last near-wall pixel of the middle row
+    ray = K.camera_rays()[32, edge + 1]  # the first background pixel's ray
+    p = ray * 3.0  # 3 m along it: in front of the background (5 m), behind the near wall (2 m)
+    near = sil.residuals(p[None], tolerance=0.0, margin_px=1.5).in_front[0]
+    own = sil.residuals(p[None], tolerance=0.0, margin_px=0.5).in_front[0]
+    assert own == pytest.approx(2.0, abs=1e-3) and near == 0.0
 
 
 def test_gradient_pulls_a_point_back_inside():

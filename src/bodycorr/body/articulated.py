@@ -94,6 +94,11 @@ class PoseFitConfig:
         silhouette_scale: the Geman-McClure scale (metres) of both depth-image terms (not
             shrunk: a limb far outside the silhouette must keep paying).
         silhouette_vertices: body vertices checked against the depth image (a fixed random subset).
+        free_space_from: each rigid start is fitted once per entry, the free-space term switched
+            on after that share of the steps, all in one batch; the lowest final energy (matches
+            plus free space) is kept. Switched on from the start, the term fixes legs bent the
+            wrong way but now and then sends a well-fitted foot off; switched on late it keeps
+            the fit's path and only tidies it.
         free_space_tolerance: metres a vertex may lie in front of the measured depth (sensor noise).
         silhouette_margin_px: pixels a vertex may project outside the person's pixels (a
             Kinect-style sensor loses the silhouette's edge).
@@ -117,6 +122,7 @@ class PoseFitConfig:
     free_space: float = 3.0
     silhouette_scale: float = 0.1
     silhouette_vertices: int = 1000
+    free_space_from: tuple[float, ...] = (0.0, 0.5)
     free_space_tolerance: float = 0.03
     silhouette_margin_px: float = 2.0
     seed: int = 0
@@ -134,9 +140,10 @@ class PoseFit:
         rotation: (3, 3), translation: (3,), scale: the body's placement in the scan's frame.
         energy: final robust energy per unit weight (end scale; comparable across scans' fits).
         start: index of the kept rigid start.
-        start_energies: (S × P,) each (start, mirror penalty)'s score when the kept one was
-            chosen (P = 1 unless ``select="coverage"`` tries several penalties; entry k is start
-            k // P): its energy (at the end scale, or at :data:`SELECT_SCALE` when chosen early)
+        start_energies: (S × P × F,) each (start, mirror penalty, free-space path)'s score when
+            the kept one was chosen (P = 1 unless ``select="coverage"`` tries several penalties,
+            F = 1 unless a depth image adds ``free_space_from`` paths; entry k is start
+            k // (P F)): its energy (at the end scale, or at :data:`SELECT_SCALE` when chosen early)
             or, with ``select="coverage"``, its mean body-to-scan distance in metres; NaN: one start.
         seconds: wall time.
     """
@@ -201,9 +208,14 @@ def fit_pose(
     penalties = tuple(config.coverage_penalties) if config.select == "coverage" and alternatives is not None else (config.mirror_penalty,)
     if not penalties or any(not 0 <= p <= 1 for p in penalties):
         raise BodycorrError(f"PoseFitConfig: mirror penalties must lie in [0, 1], got {penalties}.")
-    n_pen = len(penalties)
-    starts = [st for st in starts for _ in penalties]  # batch entry k: rigid start k // n_pen, penalty k % n_pen
-    pen_of = torch.as_tensor([penalties[k % n_pen] for k in range(len(starts))], dtype=torch.float32)
+    paths = tuple(config.free_space_from)
+    if not paths or any(not 0 <= f <= 1 for f in paths):
+        raise BodycorrError(f"PoseFitConfig: free_space_from shares must lie in [0, 1], got {paths}.")
+    paths = paths if silhouette is not None and config.free_space > 0 else (0.0,)
+    n_pen, n_var = len(penalties), len(penalties) * len(paths)
+    # batch entry k: rigid start k // n_var, mirror penalty (k // len(paths)) % n_pen, free-space path k % len(paths)
+    starts = [st for st in starts for _ in range(n_var)]
+    pen_of = torch.as_tensor([penalties[(k // len(paths)) % n_pen] for k in range(len(starts))], dtype=torch.float32)
     si = np.asarray(si, dtype=np.int64)
     points = np.asarray(points, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
@@ -312,6 +324,8 @@ def fit_pose(
 
     i_idx, i_alt, i_sil = at(idx), None if alt is None else at(alt), at(sil_ids)
 
+    sil_from = torch.as_tensor([int(round(n * paths[k % len(paths)])) for k in range(B)])
+
     def silhouette_cost(v: torch.Tensor) -> torch.Tensor:
         """(b,) the depth-image terms of the posed ``sel`` vertices ``v``."""
         r = silhouette.residuals_torch(v[:, i_sil], config.free_space_tolerance, config.silhouette_margin_px)
@@ -350,7 +364,7 @@ def fit_pose(
             d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
             loss = loss + config.closest_point * _gm(d2, s_end).mean(-1).sum()
         if use_sil:
-            loss = loss + silhouette_cost(v).sum()
+            loss = loss + (silhouette_cost(v) * (it >= sil_from[keep])).sum()
         loss = loss + config.pose_prior * (params["rot"] ** 2).sum()
         if fixed_shape is None:
             loss = loss + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
@@ -361,6 +375,9 @@ def fit_pose(
         v = body(params, None)
         i_idx, i_alt = idx, alt  # match_cost now reads every vertex
         e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
+        if use_sil:  # the free-space paths differ in how they got here, not in what they pay
+            i_sil = sil_ids  # every vertex is posed now
+            e = e + silhouette_cost(v) / (s_end * s_end)
         score = e.numpy().astype(np.float64)
         if config.select == "coverage" and len(keep) > 1:
             tree = cKDTree(full_scan[np.isfinite(full_scan).all(1)])
@@ -375,6 +392,6 @@ def fit_pose(
         return PoseFit(
             vertices=v[b].numpy().astype(np.float64), pose=pose_of(params)[b].numpy(),
             phenotypes=phenotypes_of(params)[b].numpy().astype(np.float64),
-            rotation=Rg, translation=tg, scale=float(S0[k]), energy=float(e[b]), start=k // n_pen,
+            rotation=Rg, translation=tg, scale=float(S0[k]), energy=float(e[b]), start=k // n_var,
             start_energies=start_energies, seconds=time.perf_counter() - t_start,
         )  # fmt: skip

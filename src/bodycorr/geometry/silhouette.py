@@ -32,8 +32,8 @@ class SilhouetteResiduals:
     Attributes:
         outside: (..., N) metres by which each point's projection lies outside the silhouette
             (pixel distance to the nearest person pixel, less the margin, times depth / focal).
-        in_front: (..., N) metres by which each point lies in front of the measured depth at its
-            pixel, less the tolerance (0 behind it, or where the pixel has no depth).
+        in_front: (..., N) metres by which each point lies in front of the nearest surface measured
+            within the margin of its pixel, less the tolerance (0 behind it, or where none is).
         in_image: (..., N) bool: the point lies in front of the camera and projects into the image.
     """
 
@@ -67,6 +67,17 @@ class DepthSilhouette:
         key = (name, dtype)
         if key not in self._tensors:
             self._tensors[key] = torch.tensor(np.array(getattr(self, name)), dtype=dtype)
+        return self._tensors[key]
+
+    def _near_depth(self, margin_px: float, dtype: torch.dtype) -> torch.Tensor:
+        """(H, W) the smallest valid depth within ``margin_px`` pixels of each pixel (0: none)."""
+        key = ("near", float(margin_px), dtype)
+        if key not in self._tensors:
+            m = int(np.floor(margin_px))
+            yy, xx = np.mgrid[-m : m + 1, -m : m + 1]
+            d = np.where(self.depth > 0, self.depth, np.inf)
+            near = ndimage.minimum_filter(d, footprint=yy**2 + xx**2 <= margin_px**2, mode="constant", cval=np.inf)
+            self._tensors[key] = torch.tensor(np.where(np.isfinite(near), near, 0), dtype=dtype)
         return self._tensors[key]
 
     @classmethod
@@ -117,8 +128,12 @@ class DepthSilhouette:
                     wgt = (1 - abs(x - (x0 + dx))) * (1 - abs(y - (y0 + dy)))
                     val += wgt * float(self.outside_px[r, c])
             outside[i] = max(val - margin_px, 0.0) * z[i] / f
-            dz = float(self.depth[int(np.floor(v[i])), int(np.floor(u[i]))])
-            in_front[i] = max(dz - z[i] - tolerance, 0.0) if dz > 0 else 0.0
+            # the nearest measured surface within margin_px pixels (thin parts and edges: the pixel's
+            # own ray may pass beside a toe and hit the leg behind it)
+            r0, c0, m = int(np.floor(v[i])), int(np.floor(u[i])), int(np.floor(margin_px))
+            near = [float(self.depth[r, c]) for r in range(r0 - m, r0 + m + 1) for c in range(c0 - m, c0 + m + 1)
+                    if 0 <= r < H and 0 <= c < W and (r - r0) ** 2 + (c - c0) ** 2 <= margin_px**2 and self.depth[r, c] > 0]  # fmt: skip
+            in_front[i] = max(min(near) - z[i] - tolerance, 0.0) if near else 0.0
         return SilhouetteResiduals(outside, in_front, ins)
 
     def residuals_torch(self, points: torch.Tensor, tolerance: float = 0.03, margin_px: float = 2.0) -> SilhouetteResiduals:
@@ -136,6 +151,6 @@ class DepthSilhouette:
         with torch.no_grad():
             r = v.floor().long().clamp(0, H - 1)
             c = u.floor().long().clamp(0, W - 1)
-            dz = self._tensor("depth", points.dtype)[r, c]
+            dz = self._near_depth(margin_px, points.dtype)[r, c]
         in_front = torch.where(ins & (dz > 0), (dz - z - tolerance).clamp_min(0), torch.zeros_like(z))
         return SilhouetteResiduals(outside, in_front, ins)

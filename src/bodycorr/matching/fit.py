@@ -25,6 +25,7 @@ from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.geometry.rigid import SimilarityTransform
+from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.correspond import match
 
 
@@ -93,6 +94,7 @@ def fit_template(
     config: FitConfig = FitConfig(),
     graph: DeformationGraph | None = None,
     body: Template | None = None,
+    silhouette: DepthSilhouette | None = None,
 ) -> TemplateFit:
     """Register ``template`` onto a scan from descriptor matches.
 
@@ -104,6 +106,8 @@ def fit_template(
         graph: the template's deformation graph, to reuse across scans.
         body: the Anny :class:`~bodycorr.body.template.Template` whose mesh ``template`` is
             (needed when ``config.model`` fits the body).
+        silhouette: when the scan is one depth image, that image and its camera: the body fit
+            keeps the body out of the space the camera saw through (:attr:`PoseFitConfig.free_space`).
     """
     t0 = time.perf_counter()
     points = np.asarray(points, dtype=np.float64)
@@ -138,7 +142,8 @@ def fit_template(
     if uses_body:
         scan = target.vertices if isinstance(target, Mesh) else target.points
         select = config.select if config.select != "auto" else ("coverage" if isinstance(target, Mesh) else "energy")
-        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select))
+        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select),
+                        silhouette=silhouette)  # fmt: skip
         vertices, energy = kept.vertices, kept.energy
         if config.model == "body+graph":
             posed = Mesh(kept.vertices, template.faces, name="posed template")

@@ -8,7 +8,9 @@ Posing: forward + backward of a batch of 2 bodies through Anny's own forward pas
 the 19 fitted bones turned)
 against :meth:`BodyModel.skin` of n vertices at a fixed shape (the path a tracker with a known
 person takes). Fit: :func:`fit_pose` with 60 steps, 4000 matches, 2000 scan points, one start,
-shape fixed vs free, on a posed body of another shape; error = mean vertex distance (cm).
+shape fixed vs free, on a posed body of another shape; then the fixed-shape fit again with the
+body's depth image from a Kinect v2 at 2.5 m (the free-space term, two paths per start, as the
+tracker runs it); error = mean vertex distance (cm).
 All figures are medians over ``--repeats``.
 """
 
@@ -38,7 +40,11 @@ def main() -> None:
     from bodycorr.body.articulated import FIT_BONES, PoseFitConfig, fit_pose
     from bodycorr.body.pose import Pose, archetype_angles
     from bodycorr.body.template import get_template
+    from bodycorr.geometry.camera import Camera, Intrinsics
     from bodycorr.geometry.rigid import robust_procrustes
+    from bodycorr.geometry.silhouette import DepthSilhouette
+    from bodycorr.render.frame import render
+    from bodycorr.render.raycast import RayCaster
 
     m, tpl = get_body_model(), get_template()
     ph = np.array([0.8, 0.5, 0.6, 0.3, 0.7, 0.5])
@@ -67,12 +73,16 @@ def main() -> None:
     si = rng.choice(tpl.num_vertices, 4000, replace=False)
     scan = truth[rng.choice(tpl.num_vertices, 2000, replace=False)]
     start = robust_procrustes(tpl.mesh.vertices[si], truth[si], np.ones(len(si)))[0]
+    c = truth.mean(0)
+    cam = Camera.look_at(c + np.array([0.0, -2.5, 0.0]), c, up=(0.0, 0.0, 1.0), intrinsics=Intrinsics.kinect_v2())
+    sil = DepthSilhouette.from_depth(np.nan_to_num(render(RayCaster(truth, tpl.mesh.faces), cam).depth), cam)
     print("fit_pose, 60 steps, 4000 exact matches, 2000 scan points, one start")
-    for label, cfg, given in (("shape fixed (given)", PoseFitConfig(iterations=60, shape=False), ph),
-                              ("shape fitted too", PoseFitConfig(iterations=60, shape=True), None)):  # fmt: skip
+    for label, cfg, given, depth in (("shape fixed (given)", PoseFitConfig(iterations=60, shape=False), ph, None),
+                                     ("shape fitted too", PoseFitConfig(iterations=60, shape=True), None, None),
+                                     ("fixed + depth image", PoseFitConfig(iterations=60, shape=False), ph, sil)):  # fmt: skip
         secs, errs = [], []
         for _ in range(max(3, a.repeats // 5)):
-            f = fit_pose(tpl, si, truth[si], np.ones(len(si)), start, scan=scan, config=cfg, phenotypes=given)
+            f = fit_pose(tpl, si, truth[si], np.ones(len(si)), start, scan=scan, config=cfg, phenotypes=given, silhouette=depth)
             secs.append(f.seconds)
             errs.append(np.linalg.norm(f.vertices - truth, axis=1).mean() * 100)
         print(f"  {label:20s} {statistics.median(secs):5.2f} s, vertex error {statistics.median(errs):.2f} cm")

@@ -298,7 +298,7 @@ def track(
             try:
                 fm = _frame_matches(t, dep, camera, correspondences_fn, config, rng)
                 if with_starts:
-                    fm.starts = rigid_starts(rest, fm.si, fm.si if symmetry is None else np.asarray(symmetry)[fm.si], fm.tp, fm.w, nr.rigid_init == "similarity", nr.kernel)
+                    fm.starts = rigid_starts(rest, fm.si, fm.si if fit_symmetry is None else np.asarray(fit_symmetry)[fm.si], fm.tp, fm.w, nr.rigid_init == "similarity", nr.kernel)
                 frames.append(fm)
             except BodycorrError as e:
                 problem = str(e)

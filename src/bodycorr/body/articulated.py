@@ -328,7 +328,7 @@ def fit_pose(
 
     def silhouette_cost(v: torch.Tensor) -> torch.Tensor:
         """(b,) the depth-image terms of the posed ``sel`` vertices ``v``."""
-        r = silhouette.residuals_torch(v[:, i_sil], config.free_space_tolerance, config.silhouette_margin_px)
+        r = silhouette.residuals_torch(v[:, i_sil], config.free_space_tolerance, config.silhouette_margin_px, outside=config.silhouette > 0)
         s = config.silhouette_scale
         return config.silhouette * _gm(r.outside**2, s).mean(-1) + config.free_space * _gm(r.in_front**2, s).mean(-1)
 

@@ -136,21 +136,25 @@ class DepthSilhouette:
             in_front[i] = max(min(near) - z[i] - tolerance, 0.0) if near else 0.0
         return SilhouetteResiduals(outside, in_front, ins)
 
-    def residuals_torch(self, points: torch.Tensor, tolerance: float = 0.03, margin_px: float = 2.0) -> SilhouetteResiduals:
-        """points: (B, N, 3) world metres (differentiable) -> torch residuals, each (B, N)."""
+    def residuals_torch(self, points: torch.Tensor, tolerance: float = 0.03, margin_px: float = 2.0,
+                        outside: bool = True) -> SilhouetteResiduals:  # fmt: skip
+        """points: (B, N, 3) world metres (differentiable) -> torch residuals, each (B, N)
+        (``outside=False`` skips that residual, returned as zeros)."""
         if points.ndim != 3 or points.shape[-1] != 3:
             raise BodycorrError(f"silhouette: points must be (B, N, 3), got {tuple(points.shape)}.")
         u, v, z, ins = self._project(points, torch)
-        k = self.camera.intrinsics
-        f = 0.5 * (k.fx + k.fy)
         H, W = self.depth.shape
-        dist = self._tensor("outside_px", points.dtype)[None, None].expand(points.shape[0], -1, -1, -1)
-        grid = torch.stack([2 * u / W - 1, 2 * v / H - 1], dim=-1)[:, :, None]  # align_corners=False: pixel centres
-        val = torch.nn.functional.grid_sample(dist, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
-        outside = torch.where(ins, (val - margin_px).clamp_min(0) * z / f, torch.zeros_like(val))
         with torch.no_grad():
             r = v.floor().long().clamp(0, H - 1)
             c = u.floor().long().clamp(0, W - 1)
             dz = self._near_depth(margin_px, points.dtype)[r, c]
         in_front = torch.where(ins & (dz > 0), (dz - z - tolerance).clamp_min(0), torch.zeros_like(z))
-        return SilhouetteResiduals(outside, in_front, ins)
+        if not outside:
+            return SilhouetteResiduals(torch.zeros_like(z), in_front, ins)
+        k = self.camera.intrinsics
+        f = 0.5 * (k.fx + k.fy)
+        dist = self._tensor("outside_px", points.dtype)[None, None].expand(points.shape[0], -1, -1, -1)
+        grid = torch.stack([2 * u / W - 1, 2 * v / H - 1], dim=-1)[:, :, None]  # align_corners=False: pixel centres
+        val = torch.nn.functional.grid_sample(dist, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
+        out = torch.where(ins, (val - margin_px).clamp_min(0) * z / f, torch.zeros_like(val))
+        return SilhouetteResiduals(out, in_front, ins)

@@ -87,6 +87,32 @@ class Mesh:
         e.sort(axis=1)
         return np.unique(e, axis=0)
 
+    def boundary_edges(self) -> np.ndarray:
+        """(B, 2) edges used by exactly one face (the rims of holes and of an open surface)."""
+        e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
+        e.sort(axis=1)
+        u, count = np.unique(e, axis=0, return_counts=True)
+        return u[count == 1]
+
+    def openness(self) -> float:
+        """The longest connected boundary (one hole's or the open rim's length) over the square
+        root of the area: 0 for a closed surface, a few tenths for a full scan with holes (under
+        the feet, in the armpits: each short), several for one depth view's surface (its rim
+        runs round the whole outline)."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        area = float(self.face_areas().sum())
+        if area <= 0:
+            return float("inf")
+        b = self.boundary_edges()
+        if len(b) == 0:
+            return 0.0
+        length = np.linalg.norm(self.vertices[b[:, 0]] - self.vertices[b[:, 1]], axis=1)
+        n = self.num_vertices
+        _, label = connected_components(coo_matrix((np.ones(len(b)), (b[:, 0], b[:, 1])), shape=(n, n)), directed=False)
+        return float(np.bincount(label[b[:, 0]], weights=length).max() / np.sqrt(area))
+
     def mean_edge_length(self) -> float:
         e = self.edges()
         return float(np.linalg.norm(self.vertices[e[:, 0]] - self.vertices[e[:, 1]], axis=1).mean())

@@ -29,6 +29,11 @@ from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.correspond import match
 
 
+# A mesh counts as a complete scan when its boundary length over sqrt(area) is at most this
+# (:meth:`~bodycorr.geometry.mesh.Mesh.openness`: 0 closed; one depth view's surface: several).
+COMPLETE_OPENNESS = 1.5
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """How the template is fitted to a scan.
@@ -47,9 +52,9 @@ class FitConfig:
             ``body+graph`` (the body fit, then the graph from it for the detail).
         pose: body fit settings.
         select: how the body fit keeps one of its rigid starts (sets :attr:`PoseFitConfig.select`):
-            ``auto`` = ``coverage`` when the target is a mesh (a complete scan: every fitted body
-            vertex should have surface near it), ``energy`` for points and depth views. Give
-            ``energy`` for a partial mesh.
+            ``auto`` = ``coverage`` when the target is a complete mesh (every fitted body vertex
+            should have surface near it; :data:`COMPLETE_OPENNESS`), ``energy`` for partial
+            meshes, points and depth views.
     """
 
     nonrigid: NonRigidConfig = NonRigidConfig()
@@ -141,7 +146,8 @@ def fit_template(
     starts = rigid_starts(template.vertices, si, si if alt is None else alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
     if uses_body:
         scan = target.vertices if isinstance(target, Mesh) else target.points
-        select = config.select if config.select != "auto" else ("coverage" if isinstance(target, Mesh) else "energy")
+        complete = isinstance(target, Mesh) and target.openness() <= COMPLETE_OPENNESS
+        select = config.select if config.select != "auto" else ("coverage" if complete else "energy")
         kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select),
                         silhouette=silhouette)  # fmt: skip
         vertices, energy = kept.vertices, kept.energy

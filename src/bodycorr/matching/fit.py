@@ -25,7 +25,6 @@ from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.geometry.rigid import SimilarityTransform
-from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.correspond import match
 
 
@@ -99,7 +98,6 @@ def fit_template(
     config: FitConfig = FitConfig(),
     graph: DeformationGraph | None = None,
     body: Template | None = None,
-    silhouette: DepthSilhouette | None = None,
 ) -> TemplateFit:
     """Register ``template`` onto a scan from descriptor matches.
 
@@ -111,8 +109,6 @@ def fit_template(
         graph: the template's deformation graph, to reuse across scans.
         body: the Anny :class:`~bodycorr.body.template.Template` whose mesh ``template`` is
             (needed when ``config.model`` fits the body).
-        silhouette: when the scan is one depth image, that image and its camera: the body fit
-            keeps the body out of the space the camera saw through (:attr:`PoseFitConfig.free_space`).
     """
     t0 = time.perf_counter()
     points = np.asarray(points, dtype=np.float64)
@@ -148,8 +144,7 @@ def fit_template(
         scan = target.vertices if isinstance(target, Mesh) else target.points
         complete = isinstance(target, Mesh) and target.openness() <= COMPLETE_OPENNESS
         select = config.select if config.select != "auto" else ("coverage" if complete else "energy")
-        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select),
-                        silhouette=silhouette)  # fmt: skip
+        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select))
         vertices, energy = kept.vertices, kept.energy
         if config.model == "body+graph":
             posed = Mesh(kept.vertices, template.faces, name="posed template")

@@ -15,7 +15,6 @@ import torch
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import atomic_path, ensure_dir, save_npz_atomic, write_json_atomic, write_text_atomic
 from bodycorr.geometry.mesh import Mesh
-from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.correspond import Correspondences, match
 from bodycorr.matching.extract import DescriptorExtractor
 from bodycorr.matching.inputs import ScanInput, load_scan
@@ -148,13 +147,6 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
     return MatchResult(a, b, c, time.perf_counter() - t0, refine, fits)
 
 
-def depth_silhouette(scan: ScanInput) -> DepthSilhouette | None:
-    """A depth-image scan's image and camera as a body-fit constraint (None for meshes and clouds)."""
-    if scan.kind != "depth" or scan.depth is None or scan.camera is None:
-        return None
-    return DepthSilhouette.from_depth(scan.depth, scan.camera)
-
-
 def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, views: int, sigma: float = 0.02, model: str = "graph"):
     """Correspondences through the template fitted onto both scans (``model``: see
     :class:`~bodycorr.matching.fit.FitConfig`); distance = how far (m) the target point lies from
@@ -165,8 +157,7 @@ def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, vi
     t = get_template()
     tdesc = extractor.mesh(t.mesh, views).descriptors
     fits = tuple(fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                              target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=model), body=t,
-                              silhouette=depth_silhouette(d.scan))
+                              target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=model), body=t)
                  for d in (a, b))  # fmt: skip
     fwd, d = map_via_template(a.points, fits[0], b.points, fits[1])
     back, _ = map_via_template(b.points, fits[1], a.points, fits[0])

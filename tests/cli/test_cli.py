@@ -26,6 +26,7 @@ def _run(args, capsys):
         (["track", "{tmp}/nope", "-o", "{tmp}/o"], "not a folder"),
         (["track", "synthetic", "-o", "{tmp}/o", "--phenotypes", "0.5,2"], "--phenotypes"),
         (["track", "{tmp}/nope", "-o", "{tmp}/o", "--phenotypes", "truth"], "synthetic"),
+        (["track", "synthetic", "-o", "{tmp}/o", "--free-space", "-1"], "--free-space"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path, capsys):

@@ -73,10 +73,16 @@ def _cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _cmd_track(a: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from bodycorr.apps.track import TrackConfig, run_track
 
-    print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=TrackConfig(model=a.deform),
-                    seed=a.seed, phenotypes=a.phenotypes))  # fmt: skip
+    cfg = TrackConfig(model=a.deform)
+    if a.free_space is not None:
+        if not a.free_space >= 0:
+            raise BodycorrError(f"--free-space {a.free_space}: give a weight >= 0 (0 turns the term off).")
+        cfg = replace(cfg, pose=replace(cfg.pose, free_space=a.free_space))
+    print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes))
 
 
 def _cmd_benchmark(a: argparse.Namespace) -> None:
@@ -195,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--phenotypes", help="the person's shape: 6 values in [0, 1] (gender,age,muscle,weight,height,proportions), "
                                          "or 'truth' for a synthetic sequence (default: estimated from 5 frames)")
     tr.add_argument("--seed", type=int, default=0, help="synthetic sequence: which test-split person")
+    tr.add_argument("--free-space", type=float,
+                    help="weight of the body fit's free-space term: no body vertex in front of the measured depth "
+                         "(default: PoseFitConfig's, 3; 0: off; the frames must hold only the person)")  # fmt: skip
     tr.set_defaults(func=_cmd_track)
 
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",

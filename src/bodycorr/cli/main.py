@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="synthetic sequence: which test-split person")
     tr.add_argument("--free-space", type=float,
                     help="weight of the body fit's free-space term: no body vertex in front of the measured depth "
-                         "(default: PoseFitConfig's, 3; 0: off; the frames must hold only the person)")  # fmt: skip
+                         "(default 0: off; 3 was the tuned weight; the frames must hold only the person)")  # fmt: skip
     tr.set_defaults(func=_cmd_track)
 
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",

@@ -89,7 +89,7 @@ class PoseFitConfig:
             of two 12-frame walks, shape given, from 3.11 / 4.06 cm to 2.19 / 2.82 (1: 2.16 /
             3.52; 10: 2.24 / 4.90). Off by default (give 3 to use it): with the final shipped
             model the 100-frame evaluation walk came out worse with it (visible 1.9 -> 2.1 cm)
-            and each frame took 1.7 s instead of 1.1.
+            and each frame took 1.7 s instead of 0.9-1.1.
         silhouette: weight of the other depth-image term: body vertices must project inside the
             person's pixels. Off: on the same walks it made every setting worse (weight 0.3 with
             free space 1: 3.37 / 3.95 cm visible against 2.16 / 3.52 without it); the fit pulls

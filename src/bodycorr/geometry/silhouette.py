@@ -15,6 +15,7 @@ Points that project outside the image are unconstrained (the person may leave th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +51,8 @@ class DepthSilhouette:
         camera: the depth camera.
         depth: (H, W) float32 metres, 0 = no data (the person's pixels are the valid ones).
         outside_px: (H, W) float32 distance in pixels from each pixel centre to the nearest
-            person pixel's centre (0 on the person).
+            person pixel's centre (0 on the person); computed when first read (only the
+            ``outside`` residual needs it).
 
     The residuals take two allowances: ``tolerance``, the metres a point may lie in front of the
     measured depth (sensor noise), and ``margin_px``, the pixels it may project outside the
@@ -60,8 +62,13 @@ class DepthSilhouette:
 
     camera: Camera
     depth: np.ndarray
-    outside_px: np.ndarray
     _tensors: dict = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def outside_px(self) -> np.ndarray:
+        out = ndimage.distance_transform_edt(self.depth <= 0).astype(np.float32)
+        out.flags.writeable = False
+        return out
 
     def _tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         key = (name, dtype)
@@ -88,13 +95,10 @@ class DepthSilhouette:
         if d.shape != (k.height, k.width):
             raise BodycorrError(f"silhouette: depth is {d.shape} but the camera expects ({k.height}, {k.width}). Use matching intrinsics.")
         d = np.where(np.isfinite(d) & (d > 0), d, 0).astype(np.float32)
-        fg = d > 0
-        if not fg.any():
+        if not (d > 0).any():
             raise BodycorrError("silhouette: the depth map has no valid pixel (no person). Skip this frame.")
-        out = ndimage.distance_transform_edt(~fg).astype(np.float32)
-        for a in (d, out):
-            a.flags.writeable = False
-        return cls(camera, d, out)
+        d.flags.writeable = False
+        return cls(camera, d)
 
     def _project(self, points, xp):
         k = self.camera.intrinsics

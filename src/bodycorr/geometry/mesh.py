@@ -81,17 +81,19 @@ class Mesh:
         norm = np.linalg.norm(vn, axis=1, keepdims=True)
         return np.divide(vn, norm, out=np.zeros_like(vn), where=norm > 0)
 
-    def edges(self) -> np.ndarray:
-        """(E, 2) unique undirected edges, sorted per row."""
+    def _face_edges(self) -> np.ndarray:
+        """(3F, 2) every face's three edges, sorted per row (shared edges appear once per face)."""
         e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
         e.sort(axis=1)
-        return np.unique(e, axis=0)
+        return e
+
+    def edges(self) -> np.ndarray:
+        """(E, 2) unique undirected edges, sorted per row."""
+        return np.unique(self._face_edges(), axis=0)
 
     def boundary_edges(self) -> np.ndarray:
         """(B, 2) edges used by exactly one face (the rims of holes and of an open surface)."""
-        e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
-        e.sort(axis=1)
-        u, count = np.unique(e, axis=0, return_counts=True)
+        u, count = np.unique(self._face_edges(), axis=0, return_counts=True)
         return u[count == 1]
 
     def openness(self) -> float:

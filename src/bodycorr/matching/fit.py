@@ -142,8 +142,9 @@ def fit_template(
     starts = rigid_starts(template.vertices, si, si if alt is None else alt, tp, w, nr.rigid_init == "similarity", nr.kernel)[: max(1, config.starts)]
     if uses_body:
         scan = target.vertices if isinstance(target, Mesh) else target.points
-        complete = isinstance(target, Mesh) and target.openness() <= COMPLETE_OPENNESS
-        select = config.select if config.select != "auto" else ("coverage" if complete else "energy")
+        select = config.select
+        if select == "auto":  # openness walks the mesh's edges: only when asked to choose
+            select = "coverage" if isinstance(target, Mesh) and target.openness() <= COMPLETE_OPENNESS else "energy"
         kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select))
         vertices, energy = kept.vertices, kept.energy
         if config.model == "body+graph":

@@ -69,17 +69,24 @@ class PoseFitConfig:
             the one with the lowest energy goes on alone (1: all to the end, then the lowest
             final energy; choosing early picked a start turned half-way round on 1 of 6 test
             bodies, the final energy on none).
-        select: how the kept start is chosen at the end: ``energy`` (the lowest match energy) or
+        select: how the kept start is chosen at the end: ``energy`` (the lowest match energy),
             ``coverage`` (the lowest mean distance from the fitted body's vertices to the scan; only
-            for a complete scan, where every body vertex has scan near it). Descriptors that
-            read a whole body as its mirror image make the body turned half-way round match best,
-            but that body's feet, face and knees then point the wrong way off the surface: on 8
-            test scans the energy kept the wrong start on 3, the coverage on none.
-        coverage_penalties: with ``select="coverage"``, every rigid start is fitted once with each
-            of these mirror penalties (instead of ``mirror_penalty``), all in one batch, and the
-            coverage picks among them all: no one penalty suits every scan (on 12 test pairs 0.1
-            fixed some scans and broke others that 0.3 got right), and energies under different
-            penalties do not compare, but coverage does.
+            for a complete scan, where every body vertex has scan near it), ``residual`` (the
+            lowest mean distance from the scan's points to the fitted body: what the fit leaves
+            unexplained) or ``combined`` (the lowest energy x (coverage + residual): the fit must
+            explain the matches and the surface alike; complete scans only). Descriptors that
+            read a whole body as its mirror image can make the body turned half-way round match
+            best, but that body's feet, face and knees then point the wrong way, off the surface.
+            On 30 complete synthetic-v1 scans outside the benchmark's first 20 pairs (the shipped
+            model's matches, 2 starts x 2 penalties each), the kept fit was more than 5 cm worse
+            than the best candidate on 3 scans by energy, 5 by coverage, 1 by residual, 0 by
+            combined (mean vertex error 8.1 / 8.5 / 7.3 / 6.4 cm; the best candidate's 6.4).
+        coverage_penalties: when ``select`` compares the fits with the scan, every rigid start is
+            fitted once with each of these mirror penalties (instead of ``mirror_penalty``), all
+            in one batch, and the score picks among them all: no one penalty suits every scan (on
+            12 test pairs 0.1 fixed some scans and broke others that 0.3 got right), and energies
+            under different penalties do not compare on their own, but distances to the scan do
+            (``combined`` multiplies each fit's own energy by them).
         free_space: weight of the free-space term when ``fit_pose`` gets a ``silhouette`` (one
             depth frame and its camera): body vertices must not lie in front of the nearest
             surface measured around their pixel, where the camera looked through empty space.
@@ -123,7 +130,7 @@ class PoseFitConfig:
     mirror_penalty: float = 0.1
     max_scan_points: int = 3000
     select_at: float = 1.0
-    select: Literal["energy", "coverage"] = "energy"
+    select: Literal["energy", "coverage", "residual", "combined"] = "energy"
     coverage_penalties: tuple[float, ...] = (0.1, 0.3)
     silhouette: float = 0.0
     free_space: float = 0.0
@@ -149,10 +156,11 @@ class PoseFit:
             plus the free-space term when a depth image was given.
         start: index of the kept rigid start.
         start_energies: (S × P × F,) each (start, mirror penalty, free-space path)'s score when
-            the kept one was chosen (P = 1 unless ``select="coverage"`` tries several penalties,
-            F = 1 unless a depth image adds ``free_space_from`` paths; entry k is start
+            the kept one was chosen (P = 1 unless ``select`` compares the fits with the scan and
+            tries several penalties, F = 1 unless a depth image adds ``free_space_from`` paths; entry k is start
             k // (P F)): its energy (at the end scale, or at :data:`SELECT_SCALE` when chosen early)
-            or, with ``select="coverage"``, its mean body-to-scan distance in metres; NaN: one start.
+            or, with ``select="coverage"`` / ``"residual"``, its mean body-to-scan / scan-to-body
+            distance in metres (``"combined"``: energy x their sum); NaN: one start.
         seconds: wall time.
     """
 
@@ -213,7 +221,8 @@ def fit_pose(
     starts = [starts] if isinstance(starts, SimilarityTransform) else list(starts)
     if not starts:
         raise BodycorrError("fit_pose: no rigid start given.")
-    penalties = tuple(config.coverage_penalties) if config.select == "coverage" and alternatives is not None else (config.mirror_penalty,)
+    compares = config.select in ("coverage", "residual", "combined")  # finished fits, against the scan
+    penalties = tuple(config.coverage_penalties) if compares and alternatives is not None else (config.mirror_penalty,)
     if not penalties or any(not 0 <= p <= 1 for p in penalties):
         raise BodycorrError(f"PoseFitConfig: mirror penalties must lie in [0, 1], got {penalties}.")
     paths = tuple(config.free_space_from)
@@ -246,12 +255,12 @@ def fit_pose(
     alt = None if alternatives is None else torch.as_tensor(np.asarray(alternatives, dtype=np.int64))
     tp = torch.as_tensor(points, dtype=dt)
     w = torch.as_tensor(weights / max(weights.sum(), 1e-12), dtype=dt)
-    if config.select not in ("energy", "coverage"):
-        raise BodycorrError(f"PoseFitConfig.select {config.select!r}: use 'energy' or 'coverage'.")
-    if config.select == "coverage" and scan is None:
-        raise BodycorrError("fit_pose: select='coverage' compares the fits with the scan; pass scan=.")
-    if config.select == "coverage" and config.select_at < 1:
-        raise BodycorrError("PoseFitConfig: select='coverage' compares finished fits; it needs select_at=1.")
+    if config.select not in ("energy", "coverage", "residual", "combined"):
+        raise BodycorrError(f"PoseFitConfig.select {config.select!r}: use 'energy', 'coverage', 'residual' or 'combined'.")
+    if compares and scan is None:
+        raise BodycorrError(f"fit_pose: select={config.select!r} compares the fits with the scan; pass scan=.")
+    if compares and config.select_at < 1:
+        raise BodycorrError(f"PoseFitConfig: select={config.select!r} compares finished fits; it needs select_at=1.")
     full_scan = None if scan is None else np.asarray(scan, dtype=np.float64)
     cp = None
     if scan is not None and config.closest_point > 0:
@@ -387,9 +396,12 @@ def fit_pose(
             i_sil = sil_ids  # every vertex is posed now
             e = e + silhouette_cost(v) / (s_end * s_end)
         score = e.numpy().astype(np.float64)
-        if config.select == "coverage" and len(keep) > 1:
-            tree = cKDTree(full_scan[np.isfinite(full_scan).all(1)])
-            score = np.array([tree.query(x, workers=1)[0].mean() for x in v.numpy()])
+        if compares and len(keep) > 1:
+            sc = full_scan[np.isfinite(full_scan).all(1)]
+            tree = cKDTree(sc)
+            body_to_scan = np.array([tree.query(x, workers=1)[0].mean() for x in v.numpy()])
+            scan_to_body = np.array([cKDTree(x).query(sc, workers=1)[0].mean() for x in v.numpy()])
+            score = {"coverage": body_to_scan, "residual": scan_to_body, "combined": score * (body_to_scan + scan_to_body)}[config.select]
         b = int(np.argmin(score))
         if len(keep) > 1:
             start_energies = score

@@ -417,12 +417,13 @@ class FittedModelMethod(ModelMethod):
 
     def prepare(self, shape: EvalShape):
         from bodycorr.matching.fit import FitConfig, fit_template
+        from bodycorr.matching.pipeline import depth_silhouette
 
         d = super().prepare(shape)
         t, tdesc, graph = self._template_parts()
         fit = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
                            target=shape.scan.mesh if shape.scan.kind == "mesh" else None, graph=graph,
-                           config=FitConfig(model=self.fit_model), body=t)  # fmt: skip
+                           config=FitConfig(model=self.fit_model), body=t, silhouette=depth_silhouette(shape.scan))  # fmt: skip
         return _Fitted(d, fit)
 
     def correspond(self, source, target) -> np.ndarray:

@@ -25,6 +25,7 @@ from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.geometry.rigid import SimilarityTransform
+from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.correspond import match
 
 
@@ -102,6 +103,7 @@ def fit_template(
     config: FitConfig = FitConfig(),
     graph: DeformationGraph | None = None,
     body: Template | None = None,
+    silhouette: DepthSilhouette | None = None,
 ) -> TemplateFit:
     """Register ``template`` onto a scan from descriptor matches.
 
@@ -113,6 +115,10 @@ def fit_template(
         graph: the template's deformation graph, to reuse across scans.
         body: the Anny :class:`~bodycorr.body.template.Template` whose mesh ``template`` is
             (needed when ``config.model`` fits the body).
+        silhouette: when the scan is one depth frame, that frame and its camera: the body fit then
+            seeks closest points among the body vertices facing the camera
+            (:attr:`~bodycorr.body.articulated.PoseFitConfig.closest_point_facing`) and may add the
+            depth-image terms.
     """
     t0 = time.perf_counter()
     points = np.asarray(points, dtype=np.float64)
@@ -149,7 +155,8 @@ def fit_template(
         select = config.select
         if select == "auto":  # openness walks the mesh's edges: only when asked to choose
             select = "combined" if isinstance(target, Mesh) and target.openness() <= COMPLETE_OPENNESS else "energy"
-        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select))
+        kept = fit_pose(body, si, tp, w, [tr for tr, _ in starts], alternatives=alt, scan=scan, config=replace(config.pose, select=select),
+                        silhouette=silhouette)  # fmt: skip
         vertices, energy = kept.vertices, kept.energy
         if config.model == "body+graph":
             posed = Mesh(kept.vertices, template.faces, name="posed template")

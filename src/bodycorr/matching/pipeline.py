@@ -147,6 +147,16 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
     return MatchResult(a, b, c, time.perf_counter() - t0, refine, fits)
 
 
+def depth_silhouette(scan: ScanInput):
+    """The :class:`~bodycorr.geometry.silhouette.DepthSilhouette` of a depth-map scan (its frame and
+    camera, for the body fit), else None."""
+    if scan.kind != "depth" or scan.depth is None or scan.camera is None:
+        return None
+    from bodycorr.geometry.silhouette import DepthSilhouette
+
+    return DepthSilhouette.from_depth(np.where(np.isfinite(scan.depth), scan.depth, 0), scan.camera)
+
+
 def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, views: int, sigma: float = 0.02, model: str = "graph"):
     """Correspondences through the template fitted onto both scans (``model``: see
     :class:`~bodycorr.matching.fit.FitConfig`); distance = how far (m) the target point lies from
@@ -157,7 +167,8 @@ def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, vi
     t = get_template()
     tdesc = extractor.mesh(t.mesh, views).descriptors
     fits = tuple(fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                              target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=model), body=t)
+                              target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=model), body=t,
+                              silhouette=depth_silhouette(d.scan))
                  for d in (a, b))  # fmt: skip
     fwd, d = map_via_template(a.points, fits[0], b.points, fits[1])
     back, _ = map_via_template(b.points, fits[1], a.points, fits[0])

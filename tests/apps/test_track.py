@@ -200,3 +200,21 @@ def is_start(rot, fm, which):
     front = min(fm.starts, key=lambda s: abs(np.arctan2(s[0].rotation[1, 0], s[0].rotation[0, 0])))[0]
     is_front = rotation_angle_deg(rot, front.rotation) < 1
     return is_front if which == "front" else not is_front
+
+
+def test_smoothing_blends_outputs_only(seq, template):
+    """Each output is (1 - s) x its frame's own fit + s x the previous output; the fits are the
+    same as without smoothing (no frame starts from another), and the first frame is its own fit."""
+    depths, cam, truth, ph = seq
+    runs = {}
+    for s in (0.0, 0.4):
+        cfg = TrackConfig(min_valid_pixels=100, max_matches=2000, smoothing=s)
+        runs[s] = track(depths, cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry,
+                        body=template, phenotypes=ph).vertices  # fmt: skip
+    raw, out = runs[0.0], runs[0.4]
+    np.testing.assert_allclose(out[0], raw[0])
+    for t in (1, 2):
+        np.testing.assert_allclose(out[t], 0.6 * raw[t] + 0.4 * out[t - 1], atol=1e-9)
+    assert np.abs(raw[2] - raw[0]).max() > 0.01  # the person moves: the blend is not trivial
+    with pytest.raises(Exception, match="smoothing"):
+        TrackConfig(smoothing=1.0).check()

@@ -49,7 +49,12 @@ class TrackConfig:
         views: renders of the template for its per-vertex descriptors (computed once).
         nonrigid: registration settings (every frame starts from the rest template).
         smoothing: in [0, 1): weight of the previous output in the final output (0 = off). Only
-            the output is blended, never the registration input, and only after a tracked frame.
+            the output is blended, never the registration input, and only after a tracked frame:
+            no frame's fit starts from another's, so nothing drifts, and a wrong frame fades from
+            the output by this factor per frame. 0.3 (0.2 to 0.3 best, 0.5 worse) took the visible
+            error of two 40-frame tuning walks (seeds 1, 2, shape given) from 2.26 / 2.22 to 2.16 /
+            2.14 cm and their static jitter from 4.1 / 6.1 to 3.4 / 4.3 mm; it lags a motion by
+            about s / (1 - s) frames.
         min_valid_pixels: frames with fewer valid depth pixels (after cleaning) are skipped.
         max_matches: at most this many pixel matches (the most confident) enter the registration.
         max_target_points: the frame's point cloud is subsampled to at most this many points.
@@ -77,7 +82,7 @@ class TrackConfig:
 
     views: int = 24
     nonrigid: NonRigidConfig = field(default_factory=NonRigidConfig)
-    smoothing: float = 0.0
+    smoothing: float = 0.3
     min_valid_pixels: int = 300
     max_matches: int = 4000
     max_target_points: int = 20000

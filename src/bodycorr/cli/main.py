@@ -82,6 +82,9 @@ def _cmd_track(a: argparse.Namespace) -> None:
         if not a.free_space >= 0:
             raise BodycorrError(f"--free-space {a.free_space}: give a weight >= 0 (0 turns the term off).")
         cfg = replace(cfg, pose=replace(cfg.pose, free_space=a.free_space))
+    if a.smoothing is not None:
+        cfg = replace(cfg, smoothing=a.smoothing)
+    cfg.check()
     print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes))
 
 
@@ -204,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--free-space", type=float,
                     help="weight of the body fit's free-space term: no body vertex in front of the measured depth "
                          "(default 0: off; 3 was the tuned weight; the frames must hold only the person)")  # fmt: skip
+    tr.add_argument("--smoothing", type=float,
+                    help="weight of the previous output in each frame's output, in [0, 1) (default 0.3; 0: each frame's own fit); "
+                         "the fits themselves never see another frame")  # fmt: skip
     tr.set_defaults(func=_cmd_track)
 
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",

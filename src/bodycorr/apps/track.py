@@ -74,7 +74,12 @@ class TrackConfig:
             any topology), ``body`` (Anny's bone rotations at the person's fixed shape,
             :func:`~bodycorr.body.articulated.fit_pose`; needs the Anny template) or
             ``body+graph`` (the body fit, then the graph from it for what bones cannot do).
-        pose: body fit settings (``shape`` off: the shape is given or estimated once, below).
+        pose: body fit settings (``shape`` off: the shape is given or estimated once, below). The
+            closest-point weight stays 2: with camera-facing closest points, weights 2 / 4 / 8 gave
+            visible errors of 2.26 / 2.17 / 2.4 cm and 2.22 / 2.09 / 2.3 cm on the tuning walks
+            (seeds 1, 2, 40 frames, shape given, no smoothing), but 4 did not carry over to the
+            100-frame evaluation walk (visible 1.42 -> 1.56 cm with the shape given, 1.82 -> 1.87
+            estimated); a longer closest-point share (0.6) gave 2.26 / 2.08 at 1.2 s/frame.
         shape_frames: with a body model and no shape given, the person's phenotypes are the
             median of shape-and-pose fits on this many tracked frames spread over the sequence.
         shape_iterations: steps of each of those fits (the shape settles slower than the pose).

@@ -146,6 +146,10 @@ def test_match_refinements(tmp_path, model_file):
     save_depth(tmp_path / "c.png", depth)
     with pytest.raises(BodycorrError, match="must be a mesh"):
         match_files(str(tmp_path / "c.png"), str(tmp_path / "a.ply"), str(tmp_path / "o"), MatchOptions(model=str(model_file), views=4, refine="register"))
+    # a depth map's body fit gets its frame and camera (closest points from camera-facing vertices)
+    match_files(str(tmp_path / "c.png"), str(tmp_path / "b.ply"), str(tmp_path / "d"), MatchOptions(model=str(model_file), views=4, up="z", refine="body"))
+    fitted = load_mesh(tmp_path / "d" / "source_template.ply")
+    assert fitted.num_vertices == get_template().num_vertices and np.isfinite(fitted.vertices).all()
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--deform", choices=["body", "body+graph", "graph"], default="body",
                     help="what deforms each frame from rest: Anny's bones at a fixed shape (default), then a deformation graph, or the graph alone")
     tr.add_argument("--phenotypes", help="the person's shape: 6 values in [0, 1] (gender,age,muscle,weight,height,proportions), "
-                                         "or 'truth' for a synthetic sequence (default: estimated from 5 frames)")
+                                         "or 'truth' for a synthetic sequence (default: estimated from 15 frames)")
     tr.add_argument("--seed", type=int, default=0, help="synthetic sequence: which test-split person")
     tr.add_argument("--free-space", type=float,
                     help="weight of the body fit's free-space term: no body vertex in front of the measured depth "

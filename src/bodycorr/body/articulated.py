@@ -164,9 +164,9 @@ class PoseFit:
         start: index of the kept rigid start.
         start_energies: (S × P × F,) each (start, mirror penalty, free-space path)'s score when
             the kept one was chosen (P = 1 unless ``select`` compares the fits with the scan and
-            tries several penalties, F = 1 unless a depth image adds ``free_space_from`` paths; entry k is start
-            k // (P F)): its energy (at the end scale, or at :data:`SELECT_SCALE` when chosen early)
-            or, with ``select="coverage"`` / ``"residual"``, its mean body-to-scan / scan-to-body
+            tries several penalties, F = 1 unless a depth image adds ``free_space_from`` paths;
+            entry k is start k // (P F)): its energy (at the end scale, or at
+            :data:`SELECT_SCALE` when chosen early) or, with ``select="coverage"`` / ``"residual"``, its mean body-to-scan / scan-to-body
             distance in metres (``"combined"``: energy x their sum); NaN: one start.
         seconds: wall time.
     """
@@ -360,6 +360,8 @@ def fit_pose(
             return cKDTree(x).query(cp.numpy(), workers=1)[1]
         n = _vertex_normals(x, faces)
         ids = np.flatnonzero(((x - eye) * n).sum(1) < 0)
+        if len(ids) < 3:  # a camera inside the body, or a degenerate fit: every vertex
+            return cKDTree(x).query(cp.numpy(), workers=1)[1]
         return ids[cKDTree(x[ids]).query(cp.numpy(), workers=1)[1]]
 
     def at(ids: torch.Tensor) -> torch.Tensor:

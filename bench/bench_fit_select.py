@@ -47,8 +47,7 @@ def main() -> None:
     from bodycorr.body.template import get_template
     from bodycorr.data.suite import load_suite
     from bodycorr.geometry.nonrigid import rigid_starts
-    from bodycorr.matching.correspond import match
-    from bodycorr.matching.fit import FitConfig
+    from bodycorr.matching.fit import FitConfig, template_matches
     from bodycorr.matching.pipeline import load_extractor
 
     suite, tpl, ex = load_suite(), get_template(), load_extractor(None, "cpu")
@@ -70,14 +69,7 @@ def main() -> None:
             points, desc, cons = d.points, d.descriptors, None
             vert = suite.vertex_noisy[i][valid]
             seen = np.unique(vert[vert >= 0])
-        corr = match(desc, tdesc, cons)
-        si, w = corr.target.astype(np.int64), corr.confidence.astype(np.float64)
-        keep = w >= cfg.min_confidence
-        si, tp, w = si[keep], points[keep], w[keep]
-        if len(si) > cfg.max_matches:  # as fit_template thins them
-            order = np.random.default_rng(cfg.seed).permutation(len(si))
-            top = order[np.argsort(-w[order], kind="stable")[: cfg.max_matches]]
-            si, tp, w = si[top], tp[top], w[top]
+        si, tp, w = template_matches(points, desc, cons, tdesc, cfg, np.random.default_rng(cfg.seed))  # as fit_template takes them
         alt = tpl.symmetry[si]
         starts = rigid_starts(tpl.mesh.vertices, si, alt, tp, w, False, cfg.nonrigid.kernel)[: cfg.starts]
         tree = cKDTree(points)

@@ -183,17 +183,6 @@ def test_fit_bones_are_anny_bones(body_model):
     assert len(set(FIT_BONES)) == len(FIT_BONES)
 
 
-def test_vertex_normals_by_bincount_equal_the_mesh_reference(template, posed):
-    """The fit's fast (unnormalised) vertex normals point the way Mesh.vertex_normals does."""
-    from bodycorr.body.articulated import _vertex_normals
-    from bodycorr.geometry.mesh import Mesh
-
-    fast = _vertex_normals(posed, template.mesh.faces)
-    ref = Mesh(posed, template.mesh.faces).vertex_normals()
-    unit = fast / np.linalg.norm(fast, axis=1, keepdims=True)
-    np.testing.assert_allclose(unit, ref, atol=1e-6)
-
-
 def test_front_facing_closest_points_recover_a_body_seen_from_one_side(template, posed):
     """500 matches and one depth frame: with the closest points sought only among the vertices
     facing the camera, the fit lands on the body as well as with all vertices (its gain on noisy

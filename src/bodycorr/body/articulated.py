@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 from bodycorr.body.anny_model import PHENOTYPES, BodyModel, get_body_model
 from bodycorr.body.template import Template
 from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.mesh import Mesh
 from bodycorr.geometry.rigid import SimilarityTransform
 from bodycorr.geometry.silhouette import DepthSilhouette
 
@@ -166,8 +167,9 @@ class PoseFit:
             the kept one was chosen (P = 1 unless ``select`` compares the fits with the scan and
             tries several penalties, F = 1 unless a depth image adds ``free_space_from`` paths;
             entry k is start k // (P F)): its energy (at the end scale, or at
-            :data:`SELECT_SCALE` when chosen early) or, with ``select="coverage"`` / ``"residual"``, its mean body-to-scan / scan-to-body
-            distance in metres (``"combined"``: energy x their sum); NaN: one start.
+            :data:`SELECT_SCALE` when chosen early) or, with ``select="coverage"`` /
+            ``"residual"``, its mean body-to-scan / scan-to-body distance in metres
+            (``"combined"``: energy x their sum); NaN: one start.
         seconds: wall time.
     """
 
@@ -183,11 +185,9 @@ class PoseFit:
     seconds: float
 
 
-def _vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) area-weighted vertex normals (not normalised: only their direction is read)."""
-    tri = v[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    return np.stack([sum(np.bincount(faces[:, k], n[:, j], minlength=len(v)) for k in range(3)) for j in range(3)], 1)
+def _mean_distance(points: np.ndarray, to: np.ndarray) -> float:
+    """Mean distance from each of ``points`` (N, 3) to its nearest of ``to`` (M, 3)."""
+    return float(cKDTree(to).query(points, workers=1)[0].mean())
 
 
 def _gm(r2: torch.Tensor, s: float) -> torch.Tensor:
@@ -358,7 +358,7 @@ def fit_pose(
         facing the camera, when it is known and ``closest_point_facing`` is on)."""
         if eye is None:
             return cKDTree(x).query(cp.numpy(), workers=1)[1]
-        n = _vertex_normals(x, faces)
+        n = Mesh(x, faces, name="posed body").vertex_normals()
         ids = np.flatnonzero(((x - eye) * n).sum(1) < 0)
         if len(ids) < 3:  # a camera inside the body, or a degenerate fit: every vertex
             return cKDTree(x).query(cp.numpy(), workers=1)[1]
@@ -424,12 +424,11 @@ def fit_pose(
             i_sil = sil_ids  # every vertex is posed now
             e = e + silhouette_cost(v) / (s_end * s_end)
         score = e.numpy().astype(np.float64)
-        if compares and len(keep) > 1:
-            sc = full_scan[np.isfinite(full_scan).all(1)]
-            tree = cKDTree(sc)
-            body_to_scan = np.array([tree.query(x, workers=1)[0].mean() for x in v.numpy()])
-            scan_to_body = np.array([cKDTree(x).query(sc, workers=1)[0].mean() for x in v.numpy()])
-            score = {"coverage": body_to_scan, "residual": scan_to_body, "combined": score * (body_to_scan + scan_to_body)}[config.select]
+        if compares and len(keep) > 1:  # only the distances the rule reads
+            sc, bodies = full_scan[np.isfinite(full_scan).all(1)], v.numpy()
+            coverage = lambda: np.array([_mean_distance(x, sc) for x in bodies])  # noqa: E731
+            residual = lambda: np.array([_mean_distance(sc, x) for x in bodies])  # noqa: E731
+            score = {"coverage": coverage, "residual": residual, "combined": lambda: score * (coverage() + residual())}[config.select]()
         b = int(np.argmin(score))
         if len(keep) > 1:
             start_energies = score

@@ -75,9 +75,8 @@ class Mesh:
         """(V, 3) area-weighted unit vertex normals."""
         tri = self.vertices[self.faces]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2*area
-        vn = np.zeros_like(self.vertices)
-        for k in range(3):
-            np.add.at(vn, self.faces[:, k], n)
+        nv, idx = self.num_vertices, self.faces.T.reshape(-1)  # each face's normal goes to its 3 corners
+        vn = np.stack([np.bincount(idx, np.tile(n[:, j], 3), minlength=nv) for j in range(3)], 1)
         norm = np.linalg.norm(vn, axis=1, keepdims=True)
         return np.divide(vn, norm, out=np.zeros_like(vn), where=norm > 0)
 

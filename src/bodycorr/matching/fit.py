@@ -92,6 +92,27 @@ class TemplateFit:
     seconds: float
 
 
+def template_matches(points: np.ndarray, descriptors: np.ndarray, consistency: np.ndarray | None, template_descriptors: np.ndarray,
+                     config: FitConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The matches that drive :func:`fit_template`: each point's nearest template descriptor, those
+    with confidence >= ``config.min_confidence``, and of them at most ``config.max_matches``, the
+    most confident (ties broken by ``rng``, not by point order, which is spatial).
+
+    Returns (K,) template vertices, (K, 3) their scan points and (K,) confidences.
+    """
+    corr = match(descriptors, template_descriptors, consistency)
+    si, tp, w = corr.target.astype(np.int64), points, corr.confidence.astype(np.float64)
+    keep = w >= config.min_confidence
+    si, tp, w = si[keep], tp[keep], w[keep]
+    if len(si) < 3:
+        raise BodycorrError(f"fit_template: only {len(si)} matches above confidence {config.min_confidence}; the scan does not look like a body.")
+    if len(si) > config.max_matches:
+        order = rng.permutation(len(si))
+        top = order[np.argsort(-w[order], kind="stable")[: config.max_matches]]
+        si, tp, w = si[top], tp[top], w[top]
+    return si, tp, w
+
+
 def fit_template(
     points: np.ndarray,
     descriptors: np.ndarray,
@@ -126,18 +147,8 @@ def fit_template(
         raise BodycorrError(f"fit_template: points {points.shape} and descriptors {np.shape(descriptors)} must be (N, 3) and (N, D).")
     if len(template_descriptors) != template.num_vertices:
         raise BodycorrError(f"fit_template: {len(template_descriptors)} template descriptors for {template.num_vertices} template vertices.")
-    corr = match(descriptors, template_descriptors, consistency)
-    si, tp, w = corr.target.astype(np.int64), points, corr.confidence.astype(np.float64)
-    keep = w >= config.min_confidence
-    si, tp, w = si[keep], tp[keep], w[keep]
-    if len(si) < 3:
-        raise BodycorrError(f"fit_template: only {len(si)} matches above confidence {config.min_confidence}; the scan does not look like a body.")
     rng = np.random.default_rng(config.seed)
-    if len(si) > config.max_matches:
-        # the most confident, ties broken at random (not by point order, which is spatial)
-        order = rng.permutation(len(si))
-        top = order[np.argsort(-w[order], kind="stable")[: config.max_matches]]
-        si, tp, w = si[top], tp[top], w[top]
+    si, tp, w = template_matches(points, descriptors, consistency, template_descriptors, config, rng)
     if target is None:
         pts = points if len(points) <= config.max_target_points else points[rng.choice(len(points), config.max_target_points, replace=False)]
         target = PointCloud(pts, name="scan")

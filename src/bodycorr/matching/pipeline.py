@@ -154,7 +154,7 @@ def depth_silhouette(scan: ScanInput):
         return None
     from bodycorr.geometry.silhouette import DepthSilhouette
 
-    return DepthSilhouette.from_depth(np.where(np.isfinite(scan.depth), scan.depth, 0), scan.camera)
+    return DepthSilhouette.from_depth(scan.depth, scan.camera)  # NaN and 0 both read as no data
 
 
 def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, views: int, sigma: float = 0.02, model: str = "graph"):

@@ -1,4 +1,4 @@
-"""Farthest-point sampling: spread, determinism, initial indices, components, Euclidean variant."""
+"""Farthest-point sampling: spread, determinism, initial indices, components, Euclidean variant; voxel_best."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.geodesic import GeodesicSolver, all_pairs_geodesics
 from bodycorr.geometry.mesh import Mesh, PointCloud
-from bodycorr.geometry.sampling import farthest_point_sampling, farthest_point_sampling_euclidean
+from bodycorr.geometry.sampling import farthest_point_sampling, farthest_point_sampling_euclidean, voxel_best
 from tinyshapes import grid_mesh
 
 
@@ -93,3 +93,40 @@ def test_euclidean_fps_on_a_point_cloud():
     assert np.array_equal(idx, farthest_point_sampling_euclidean(PointCloud(pts), 20, seed=1))
     assert np.array_equal(idx, farthest_point_sampling(D, 20, seed=1))  # same rule as the table version
     assert farthest_point_sampling_euclidean(pts, 3, initial=[7])[0] == 7
+
+
+def test_voxel_best_spreads_over_dense_regions():
+    # 1000 confident points packed in a 1 cm cube (a mesh's hand) and 200 less confident ones
+    # over a 1 m cube: the 50 best scores all lie in the cube; voxel_best spreads them.
+    rng = np.random.default_rng(0)
+    dense, sparse = rng.uniform(0, 0.01, (1000, 3)), rng.uniform(0, 1, (200, 3))
+    p = np.r_[dense, sparse]
+    s = np.r_[rng.uniform(0.8, 1.0, 1000), rng.uniform(0.1, 0.5, 200)]
+    idx = voxel_best(p, s, 50)
+    assert len(idx) == 50 and len(np.unique(idx)) == 50
+    assert (idx >= 1000).sum() >= 40  # top-50 by score alone: none
+    assert (idx < 1000).sum() >= 1  # the dense place still gets its best point
+    assert np.all(np.diff(s[idx]) <= 0)  # best first
+    np.testing.assert_array_equal(idx, voxel_best(p, s, 50))  # deterministic
+
+
+def test_voxel_best_keeps_the_best_of_each_place():
+    # 27 well-separated places, two points 0.1 mm apart in each: one pick per place, the better one
+    rng = np.random.default_rng(1)
+    centres = np.stack(np.meshgrid(*[np.arange(3.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    p = np.repeat(centres, 2, axis=0) + np.tile([[0, 0, 0], [1e-4, 0, 0]], (27, 1))
+    s = rng.uniform(0, 1, 54)
+    idx = voxel_best(p, s, 27)
+    assert sorted(idx // 2) == list(range(27))
+    better = np.where(s[0::2] >= s[1::2], np.arange(0, 54, 2), np.arange(1, 54, 2))
+    assert set(idx) == set(better)
+
+
+def test_voxel_best_small_inputs_and_bad_shapes():
+    p = np.random.default_rng(2).normal(size=(5, 3))
+    s = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+    np.testing.assert_array_equal(voxel_best(p, s, 10), [1, 3, 2, 0, 4])  # all, best first, ties by index
+    assert len(voxel_best(p, s, 0)) == 0
+    np.testing.assert_array_equal(voxel_best(np.zeros((4, 3)), np.arange(4.0), 2), [3, 2])  # one place
+    with pytest.raises(BodycorrError, match="voxel_best"):
+        voxel_best(p[:, :2], s, 3)

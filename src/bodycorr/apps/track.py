@@ -34,6 +34,7 @@ from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.geometry.rigid import SimilarityTransform, rotation_angle_deg
+from bodycorr.geometry.sampling import voxel_best
 from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.inputs import remove_flying_pixels
 
@@ -93,6 +94,7 @@ class TrackConfig:
     smoothing: float = 0.3
     min_valid_pixels: int = 300
     max_matches: int = 4000
+    match_selection: Literal["spread", "confident"] = "confident"
     max_target_points: int = 20000
     min_confidence: float = 0.05
     clean: bool = True
@@ -375,7 +377,10 @@ def _frame_matches(t, depth, camera, correspondences_fn, config, rng) -> _FrameM
         raise BodycorrError(f"only {len(si)} usable correspondences")
     if len(si) > config.max_matches:
         perm = rng.permutation(len(w))  # random tie-break: equal weights give a uniform subset
-        top = perm[np.argsort(-w[perm], kind="stable")[: config.max_matches]]
+        if config.match_selection == "spread":
+            top = perm[voxel_best(tp[perm], w[perm], config.max_matches)]
+        else:
+            top = perm[np.argsort(-w[perm], kind="stable")[: config.max_matches]]
         si, tp, w = si[top], tp[top], w[top]
     pts = camera.backproject(depth)[depth > 0]
     if len(pts) > config.max_target_points:

@@ -25,6 +25,7 @@ from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import DeformationGraph, NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
 from bodycorr.geometry.rigid import SimilarityTransform
+from bodycorr.geometry.sampling import voxel_best
 from bodycorr.geometry.silhouette import DepthSilhouette
 from bodycorr.matching.correspond import match
 
@@ -95,8 +96,12 @@ class TemplateFit:
 def template_matches(points: np.ndarray, descriptors: np.ndarray, consistency: np.ndarray | None, template_descriptors: np.ndarray,
                      config: FitConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The matches that drive :func:`fit_template`: each point's nearest template descriptor, those
-    with confidence >= ``config.min_confidence``, and of them at most ``config.max_matches``, the
-    most confident (ties broken by ``rng``, not by point order, which is spatial).
+    with confidence >= ``config.min_confidence``, and of them at most ``config.max_matches``, spread
+    over the scan: the most confident in each voxel of a grid sized to hold about that many
+    (:func:`~bodycorr.geometry.sampling.voxel_best`; ties broken by ``rng``, not by point order).
+    The most confident alone crowd where the scan has most points per area: on an Anny-topology
+    mesh 1,900 of 4,000 fell on the hands and 750 on the head, 8 on one lower leg, and that leg
+    was fitted onto the other.
 
     Returns (K,) template vertices, (K, 3) their scan points and (K,) confidences.
     """
@@ -108,7 +113,7 @@ def template_matches(points: np.ndarray, descriptors: np.ndarray, consistency: n
         raise BodycorrError(f"fit_template: only {len(si)} matches above confidence {config.min_confidence}; the scan does not look like a body.")
     if len(si) > config.max_matches:
         order = rng.permutation(len(si))
-        top = order[np.argsort(-w[order], kind="stable")[: config.max_matches]]
+        top = order[voxel_best(tp[order], w[order], config.max_matches)]
         si, tp, w = si[top], tp[top], w[top]
     return si, tp, w
 

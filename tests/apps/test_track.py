@@ -218,3 +218,13 @@ def test_smoothing_blends_outputs_only(seq, template):
     assert np.abs(raw[2] - raw[0]).max() > 0.01  # the person moves: the blend is not trivial
     with pytest.raises(Exception, match="smoothing"):
         TrackConfig(smoothing=1.0).check()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("smoothing", 1.0, "smoothing"), ("match_selection", "best", "match_selection"), ("mirror", "both", "mirror"),
+])  # fmt: skip
+def test_track_config_rejects_bad_settings(field, value, message):
+    from bodycorr.common.errors import BodycorrError
+
+    with pytest.raises(BodycorrError, match=message):
+        TrackConfig(**{field: value}).check()

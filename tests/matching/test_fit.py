@@ -76,3 +76,22 @@ def test_body_fit_recovers_a_posed_person_from_side_blind_matches(template, body
     # side-blind descriptors: the fit may come out as the person or as their mirror image
     assert min(err.mean(), mirrored.mean()) < 0.03
 
+
+
+def test_template_matches_spread_over_the_scan():
+    # 3000 very confident matches packed in a 1 cm blob (a mesh's hand: many vertices per cm²) and
+    # 1000 less confident ones over a 1 m body: the 500 kept must cover the body, not the blob.
+    from bodycorr.matching.fit import template_matches
+
+    rng = np.random.default_rng(0)
+    tdesc = rng.normal(size=(400, 16)).astype(np.float32)
+    blob_v, body_v = rng.integers(0, 100, 3000), rng.integers(100, 400, 1000)
+    desc = np.r_[tdesc[blob_v] + 0.001 * rng.normal(size=(3000, 16)), tdesc[body_v] + 0.3 * rng.normal(size=(1000, 16))]
+    points = np.r_[rng.uniform(0, 0.01, (3000, 3)), rng.uniform(0, 1, (1000, 3))]
+    cfg = FitConfig(max_matches=500, min_confidence=0.0)
+    si, tp, w = template_matches(points, desc.astype(np.float32), None, tdesc, cfg, np.random.default_rng(0))
+    assert len(si) == 500
+    body = si >= 100
+    assert body.sum() >= 400, body.sum()
+    assert np.all(np.isin(si[body], body_v))  # the body's matches are its own
+    assert 1 <= (~body).sum() <= 20  # the blob still gets its most confident few

@@ -136,6 +136,12 @@ def test_oracle_has_zero_error_everywhere(reg_folder):
             assert s["match_outside_overlap_pct"] == 0, g
     full = res.records["oracle"]["full-full/intra/clean"][0]
     assert full.errors.errors_cm.size == 400  # the deterministic subset
+    # complete sources weigh each point by its vertex area; a view's pixels already sample by area
+    src = suite.surface(full.pair.split("->")[0].strip()).mesh
+    assert full.errors.weights is not None and full.errors.weights.shape == (400,)
+    assert np.all(full.errors.weights > 0) and full.errors.weights.sum() < src.vertex_areas().sum()
+    assert res.records["oracle"]["partial-full/intra/clean"][0].errors.weights is None
+    assert all(summ[g]["AE_area_cm"] == 0 for g in res.groups if not g.startswith("partial-partial"))
     pp = summ["partial-partial/inter/clean"]
     assert 0 < pp["outside_overlap_pct"] < 100 and np.isfinite(pp["AE_cm"])
     assert not res.issues
@@ -150,6 +156,7 @@ def test_mirrored_oracle_is_all_flips(reg_folder):
     v = suite.surface("alice_00").mesh.vertices
     far = np.abs(v[:, 0]) > 0.06  # truth and mirror more than ~10 cm apart
     assert g["AE_cm"] > 5 and g["flip_pct"] > 0.8 * far.mean() * 100
+    assert g["AE_area_cm"] > 5 and g["AE_area_cm"] != pytest.approx(g["AE_cm"], abs=1e-3)  # weighted, not the plain mean
     assert g["flip_share_of_gross_pct"] > 90
     assert np.array_equal(sym[sym], np.arange(len(sym)))
 

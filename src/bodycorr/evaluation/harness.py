@@ -602,6 +602,12 @@ class PairTruth:
             cand, max_points = marked, 0
         self.candidates = int(cand.size)
         self.index = select_points(cand, max_points, seed)  # (K,) evaluated source points
+        # the area each evaluated point stands for: a complete source's vertex areas (a view's
+        # pixels already sample its surface by area)
+        self.weights = None
+        if not src.partial and getattr(src_surface.mesh, "num_faces", 0):
+            sv = src.vertex[self.index]
+            self.weights = np.where(sv >= 0, src_surface.mesh.vertex_areas()[np.maximum(sv, 0)], 0.0)
         self.members = members[self.index]  # (K, S)
         self.outside_truth = None
         self.dist_region = None
@@ -649,7 +655,7 @@ class PairTruth:
         outside = None
         if self.dist_region is not None:
             outside = (w < 0) | ~(self.dist_region[np.maximum(w, 0)] <= OVERLAP_M)
-        errs = PairErrors(name, (d * 100).astype(np.float32), flips, self.outside_truth, seconds)
+        errs = PairErrors(name, (d * 100).astype(np.float32), flips, self.outside_truth, seconds, self.weights)
         return errs, outside
 
 
@@ -1099,6 +1105,7 @@ def result_json(result: BenchmarkResult) -> dict:
                 e = r.errors
                 rows.append({
                     "pair": r.pair, "points": int(e.errors_cm.size), "mean_cm": float(e.errors_cm.mean()),
+                    "area_mean_cm": e.area_mean_cm(),
                     "median_cm": float(np.median(e.errors_cm)), "within_5cm_pct": float((e.errors_cm < 5).mean() * 100),
                     "flip_pct": float(e.flips.mean() * 100) if r.has_symmetry else None,
                     "describe_s": float(e.seconds["describe"]), "match_s": float(e.seconds["match"]),
@@ -1115,6 +1122,7 @@ def result_json(result: BenchmarkResult) -> dict:
 
 _TABLE_COLS = (
     ("pairs", "pairs", "{:>6.0f}"), ("AE_cm", "AE cm", "{:>8.2f}"), ("WE_cm", "WE cm", "{:>8.2f}"),
+    ("AE_area_cm", "AEa cm", "{:>8.2f}"),
     ("median_cm", "med cm", "{:>8.2f}"), ("within_2cm_pct", "<2cm %", "{:>8.1f}"), ("within_5cm_pct", "<5cm %", "{:>8.1f}"),
     ("within_10cm_pct", "<10cm %", "{:>8.1f}"), ("auc_10cm", "AUC10", "{:>7.3f}"), ("flip_pct", "flip %", "{:>7.1f}"),
     ("match_outside_overlap_pct", "out %", "{:>7.1f}"), ("median_describe_s", "desc s", "{:>8.2f}"),
@@ -1123,7 +1131,9 @@ _TABLE_COLS = (
 
 
 def format_comparison(result: BenchmarkResult) -> str:
-    """A terminal table: one row per (group, method). ``flip %``: share of points flipped left/right
+    """A terminal table: one row per (group, method). ``AEa``: AE with each point weighted by the
+    surface area it stands for (complete sources; :class:`~bodycorr.evaluation.metrics.PairErrors`).
+    ``flip %``: share of points flipped left/right
     ("-" without a symmetry map); ``out %``: matches outside the true overlap (partial kinds);
     ``desc s`` / ``match s``: median seconds per pair for descriptors (both shapes) and matching."""
     summ = result.summaries()

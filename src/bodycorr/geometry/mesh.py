@@ -71,6 +71,12 @@ class Mesh:
         tri = self.vertices[self.faces]
         return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
 
+    def vertex_areas(self) -> np.ndarray:
+        """(V,) each vertex's share of the surface: a third of every incident triangle's area, m²
+        (they sum to the mesh's area; unreferenced vertices get 0)."""
+        a = np.repeat(self.face_areas() / 3.0, 3)
+        return np.bincount(self.faces.reshape(-1), a, minlength=self.num_vertices)
+
     def vertex_normals(self) -> np.ndarray:
         """(V, 3) area-weighted unit vertex normals."""
         tri = self.vertices[self.faces]

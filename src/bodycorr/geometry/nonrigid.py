@@ -809,6 +809,7 @@ def refine_correspondences(
     confidence_scale: float = 0.02,
     min_confidence: float = 0.0,
     graph: DeformationGraph | None = None,
+    area_weighted: bool = True,
 ) -> Any:
     """Refine a dense source → target map by non-rigid registration (Wei et al.'s "CNN-S").
 
@@ -826,6 +827,9 @@ def refine_correspondences(
             deformed source vertex to its new target point.
         min_confidence: matches at or below this confidence do not drive the registration.
         graph: a deformation graph of ``source`` to reuse.
+        area_weighted: weigh each match by its source vertex's area as well as its confidence, so
+            that every part of the surface pulls in proportion to its size, not to how finely it
+            is meshed (Anny's hands, head and feet: 72 % of the vertices, 27 % of the area).
     Returns:
         a copy of ``corr`` (same type) with the refined ``target`` (V,); ``distance`` becomes that
         geometric distance d in metres (no longer a descriptor distance), ``confidence``
@@ -865,7 +869,11 @@ def refine_correspondences(
     if int(use.sum()) < 3:
         raise BodycorrError(f"{where}: fewer than 3 matches with confidence above {min_confidence}. Nothing to register from.")
     src_idx = np.flatnonzero(use)
-    res = register_nonrigid(source, tgt_geom, src_idx, tpts[ti[use]], np.clip(conf[use], 0.0, 1.0), config, graph=graph)
+    w = np.clip(conf[use], 0.0, 1.0)
+    if area_weighted:
+        a = source.vertex_areas()[src_idx]
+        w = w * a / max(float(a.mean()), 1e-30)
+    res = register_nonrigid(source, tgt_geom, src_idx, tpts[ti[use]], w, config, graph=graph)
     d, new = cKDTree(tpts).query(res.vertices, k=1, workers=1)
     new = new.astype(np.int64)
     _, back = cKDTree(res.vertices).query(tpts, k=1, workers=1)

@@ -77,4 +77,7 @@ def test_depth_card_follows_the_init_chain(tmp_path, monkeypatch):
     assert f"bodycorr train --config small --out {first} && bodycorr train --config medium --out {second}" in text
     assert "50 training steps" in text and "50 at batch 4 (200 views): 20 of `small`; 30 of `medium` (from" in text
     # wall time: 5 log records x 10 steps x 4 images / 4 img/s = 50 s
-    assert "0.01 h" in text and "| full-full/inter/clean | 40.00 | 80.00 |" in text
+    assert "0.01 h" in text and "| full-full/inter/clean | 40.00 | 80.00 | - | 15.00 |" in text  # results without AEa
+    g["AE_area_cm"] = 21.5
+    (tmp_path / "results.json").write_text(json.dumps({"suite": "s", "views": 8, "groups": {"full-full/inter/clean": g}}))
+    assert "| full-full/inter/clean | 40.00 | 80.00 | 21.50 | 15.00 |" in rel.release(second, tmp_path / "results.json", "depth").read_text()

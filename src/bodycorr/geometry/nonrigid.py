@@ -829,7 +829,10 @@ def refine_correspondences(
         graph: a deformation graph of ``source`` to reuse.
         area_weighted: weigh each match by its source vertex's area as well as its confidence, so
             that every part of the surface pulls in proportion to its size, not to how finely it
-            is meshed (Anny's hands, head and feet: 72 % of the vertices, 27 % of the area).
+            is meshed (Anny's hands, head and feet: 72 % of the vertices, 27 % of the area). On
+            the first 8 + 8 full-full synthetic-v1 pairs (shipped model) it took the refined map
+            from 23.2 to 20.8 cm inter-subject (plain 23.4) and from 39.0 to 23.6 intra (plain
+            36.3; worst pair 88.3 to 35.2).
     Returns:
         a copy of ``corr`` (same type) with the refined ``target`` (V,); ``distance`` becomes that
         geometric distance d in metres (no longer a descriptor distance), ``confidence``

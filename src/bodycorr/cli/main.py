@@ -67,7 +67,7 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     from bodycorr.matching.demo import run_demo, run_image_demo
     from bodycorr.matching.image import DEFAULT_IMAGE_MODEL
 
-    print(run_demo(a.out, seed=a.seed, model=a.model))
+    print(run_demo(a.out, seed=a.seed, model=a.model, refine=a.refine))
     if DEFAULT_IMAGE_MODEL.exists():
         print(run_image_demo(a.out, seed=a.seed))
 
@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--out", default="out/demo")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
+    d.add_argument("--refine", choices=["none", "template", "body"], default="none",
+                   help="refine as `match --refine` does (body: fit Anny onto both scans first; about 15 s more, far fewer gross errors)")
     d.set_defaults(func=_cmd_demo)
     tr = sub.add_parser("track", help="track the template through a depth sequence (performance capture from one camera)")
     tr.add_argument("seq", help="folder of depth images (PNG mm / NPY m, sorted by name), or 'synthetic' (engine motion with truth)")

@@ -130,3 +130,5 @@ def test_voxel_best_small_inputs_and_bad_shapes():
     np.testing.assert_array_equal(voxel_best(np.zeros((4, 3)), np.arange(4.0), 2), [3, 2])  # one place
     with pytest.raises(BodycorrError, match="voxel_best"):
         voxel_best(p[:, :2], s, 3)
+    with pytest.raises(BodycorrError, match="finite"):
+        voxel_best(np.where(np.arange(15).reshape(5, 3) == 4, np.nan, p), s, 3)

@@ -123,6 +123,8 @@ def voxel_best(points: np.ndarray, scores: np.ndarray, count: int, iterations: i
     s = np.asarray(scores, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 3 or s.shape != (len(p),):
         raise BodycorrError(f"voxel_best: points must be (N, 3) and scores (N,), got {p.shape} and {s.shape}.")
+    if not (np.isfinite(p).all() and np.isfinite(s).all()):
+        raise BodycorrError("voxel_best: points and scores must be finite; drop NaN/inf entries first.")
     if count <= 0 or len(p) == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((np.arange(len(s)), -s))  # best first, stable

@@ -1,10 +1,9 @@
-"""Mesh.vertex_areas against a triangle-by-triangle loop; evaluation's area-weighted mean."""
+"""Mesh.vertex_areas against a triangle-by-triangle loop."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bodycorr.evaluation.metrics import PairErrors, summarize
 from bodycorr.geometry.mesh import Mesh
 from tinyshapes import grid_mesh
 
@@ -22,10 +21,3 @@ def test_vertex_areas_match_a_loop_and_sum_to_the_area():
     extra = Mesh(np.r_[m.vertices, [[9.0, 9.0, 9.0]]], m.faces)  # an unreferenced vertex
     assert extra.vertex_areas()[-1] == 0
 
-
-def test_summarize_weights_points_by_area():
-    e = PairErrors("a->b", np.array([0.0, 10.0], dtype=np.float32), np.zeros(2, bool), weights=np.array([3.0, 1.0]))
-    plain = PairErrors("c->d", np.array([4.0, 4.0], dtype=np.float32), np.zeros(2, bool))
-    s = summarize([e, plain])
-    assert s["AE_cm"] == 4.5 and s["AE_area_cm"] == (2.5 + 4.0) / 2 and s["WE_area_cm"] == 4.0
-    assert e.area_mean_cm() == 2.5 and plain.area_mean_cm() == 4.0

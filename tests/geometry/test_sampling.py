@@ -132,3 +132,13 @@ def test_voxel_best_small_inputs_and_bad_shapes():
         voxel_best(p[:, :2], s, 3)
     with pytest.raises(BodycorrError, match="finite"):
         voxel_best(np.where(np.arange(15).reshape(5, 3) == 4, np.nan, p), s, 3)
+
+
+def test_voxel_best_breaks_ties_in_rng_order():
+    # equal scores everywhere: which point of a voxel wins is the tie-break; with an rng it follows
+    # one permutation draw, so callers (the body fit, the tracker) pick the same as permuting first
+    p = np.random.default_rng(3).uniform(0, 1, (400, 3))
+    s = np.ones(400)
+    perm = np.random.default_rng(7).permutation(400)
+    np.testing.assert_array_equal(voxel_best(p, s, 40, rng=np.random.default_rng(7)), perm[voxel_best(p[perm], s[perm], 40)])
+    assert set(voxel_best(p, s, 40, rng=np.random.default_rng(7))) != set(voxel_best(p, s, 40))

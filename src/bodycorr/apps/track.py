@@ -386,11 +386,11 @@ def _frame_matches(t, depth, camera, correspondences_fn, config, rng) -> _FrameM
     si, tp, w = si[keep], tp[keep], w[keep]
     if len(si) < 3:
         raise BodycorrError(f"only {len(si)} usable correspondences")
-    if len(si) > config.max_matches:
-        perm = rng.permutation(len(w))  # random tie-break: equal weights give a uniform subset
+    if len(si) > config.max_matches:  # ties broken at random: equal weights give a uniform subset
         if config.match_selection == "spread":
-            top = perm[voxel_best(tp[perm], w[perm], config.max_matches)]
+            top = voxel_best(tp, w, config.max_matches, rng=rng)
         else:
+            perm = rng.permutation(len(w))
             top = perm[np.argsort(-w[perm], kind="stable")[: config.max_matches]]
         si, tp, w = si[top], tp[top], w[top]
     pts = camera.backproject(depth)[depth > 0]

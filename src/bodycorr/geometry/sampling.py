@@ -106,7 +106,8 @@ def farthest_point_sampling_euclidean(
     return _fps(p.shape[0], k, lambda i: np.linalg.norm(p - p[i], axis=1), initial, seed, "a point cloud")
 
 
-def voxel_best(points: np.ndarray, scores: np.ndarray, count: int, iterations: int = 20) -> np.ndarray:
+def voxel_best(points: np.ndarray, scores: np.ndarray, count: int, iterations: int = 20,
+               rng: np.random.Generator | None = None) -> np.ndarray:  # fmt: skip
     """A spatially even subset: the best-scoring point of each occupied voxel, on a grid whose cell
     size is chosen (by bisection) so that about ``count`` voxels are occupied; at most ``count``.
 
@@ -116,8 +117,10 @@ def voxel_best(points: np.ndarray, scores: np.ndarray, count: int, iterations: i
 
     Args:
         points: (N, 3) positions; scores: (N,) higher is better; count: the subset's size.
+        rng: break ties between equal scores in the order of one ``rng.permutation(N)`` instead
+            of by index (point order is often spatial: a tie would favour one end of the scan).
     Returns:
-        (min(N, count),) int64 indices, best score first (ties: lower index first).
+        (min(N, count),) int64 indices, best score first (ties: lower index first, or rng's order).
     """
     p = np.asarray(points, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
@@ -127,6 +130,9 @@ def voxel_best(points: np.ndarray, scores: np.ndarray, count: int, iterations: i
         raise BodycorrError("voxel_best: points and scores must be finite; drop NaN/inf entries first.")
     if count <= 0 or len(p) == 0:
         return np.zeros(0, dtype=np.int64)
+    if rng is not None:
+        perm = rng.permutation(len(p))
+        return perm[voxel_best(p[perm], s[perm], count, iterations)]
     order = np.lexsort((np.arange(len(s)), -s))  # best first, stable
     if len(p) <= count:
         return order.astype(np.int64)

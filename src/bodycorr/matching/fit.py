@@ -117,8 +117,7 @@ def template_matches(points: np.ndarray, descriptors: np.ndarray, consistency: n
     if len(si) < 3:
         raise BodycorrError(f"fit_template: only {len(si)} matches above confidence {config.min_confidence}; the scan does not look like a body.")
     if len(si) > config.max_matches:
-        order = rng.permutation(len(si))
-        top = order[voxel_best(tp[order], w[order], config.max_matches)]
+        top = voxel_best(tp, w, config.max_matches, rng=rng)
         si, tp, w = si[top], tp[top], w[top]
     return si, tp, w
 

@@ -53,6 +53,21 @@ def test_match_identical_descriptors_is_identity(rng):
     c = match(d, d)
     assert np.array_equal(c.target, np.arange(500))
     assert c.mutual.all() and np.allclose(c.confidence, 1.0)
+    assert c.cycle is None
+    assert np.array_equal(match(d, d, source_points=rng.normal(size=(500, 3))).cycle, np.zeros(500, np.float32))
+
+
+def test_match_cycle_is_the_round_trip_on_the_source():
+    """Sources 0 and 1 both match target 0, whose nearest source is 0: source 1's round trip lands
+    on source 0, |p1 - p0| away; source 2 matches target 1 mutually."""
+    src = np.array([[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    tgt = np.array([[1.0, 0.0, 0.0], [0.0, 0.1, 1.0]], np.float32)
+    pts = np.array([[0.0, 0.0, 0.0], [0.0, 0.3, 0.4], [1.0, 1.0, 1.0]])
+    c = match(src, tgt, source_points=pts)
+    assert c.target.tolist() == [0, 0, 1] and c.mutual.tolist() == [True, False, True]
+    assert np.allclose(c.cycle, [0.0, 0.5, 0.0])
+    with pytest.raises(BodycorrError, match="source_points"):
+        match(src, tgt, source_points=pts[:2])
 
 
 def test_mesh_descriptors_cover_every_vertex(tiny_extractor):
@@ -112,6 +127,7 @@ def test_match_files_writes_every_output(tmp_path, model_file):
     out = tmp_path / "out"
     z = np.load(out / "correspondences.npz")
     assert z["target_index"].shape == (200 * 70,) and z["target_index"].max() < len(v)
+    assert z["cycle_m"].shape == (200 * 70,) and (z["cycle_m"][z["mutual"]] == 0).all()
     assert len((out / "correspondences.txt").read_text().splitlines()) == 200 * 70 + 1
     assert json.loads((out / "summary.json").read_text())["source_kind"] == "depth"
     assert (out / "matches.png").stat().st_size > 1000
@@ -135,6 +151,7 @@ def test_match_refinements(tmp_path, model_file):
         z = np.load(out / "correspondences.npz")
         assert z["target_index"].shape == (len(v),) and z["target_index"].max() < len(v)
         assert ((z["confidence"] >= 0) & (z["confidence"] <= 1)).all()
+        assert (z["cycle_m"][z["mutual"]] == 0).all() and (z["cycle_m"][~z["mutual"]] > 0).all()  # the refined map's own round trip
         assert json.loads((out / "summary.json").read_text())["refine"] == refine
     from bodycorr.geometry.io import load_mesh
 

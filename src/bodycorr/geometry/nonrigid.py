@@ -820,8 +820,8 @@ def refine_correspondences(
         source: the source mesh (V vertices).
         target: the target mesh or point cloud (M vertices/points).
         corr: a :class:`bodycorr.matching.correspond.Correspondences` with V entries (any dataclass
-            with ``target`` (V,) int and ``confidence`` (V,) fields; ``distance`` and ``mutual`` are
-            replaced when present).
+            with ``target`` (V,) int and ``confidence`` (V,) fields; ``distance``, ``mutual`` and
+            ``cycle`` are replaced when present).
         config: registration settings.
         confidence_scale: σ (m) of the new confidence exp(−(d / σ)²), d the distance from the
             deformed source vertex to its new target point.
@@ -885,6 +885,7 @@ def refine_correspondences(
         "distance": d,
         "confidence": np.exp(-((d / confidence_scale) ** 2)),
         "mutual": back[new] == np.arange(nv),
+        "cycle": np.linalg.norm(np.asarray(source.vertices)[back[new]] - np.asarray(source.vertices), axis=1).astype(np.float32),
     }
     fields = {f.name for f in dataclasses.fields(corr)}
     out = {}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bodycorr.common.errors import BodycorrError
 from bodycorr.matching.nearest import DEFAULT_BACKEND, nearest_both
 
 DISTANCE_SCALE = 0.25  # unit descriptors: distance 0.25 ≈ 7° apart
@@ -22,20 +23,27 @@ class Correspondences:
             the source descriptor's multi-view consistency where known; low = doubtful. (Lowe's
             ratio test is useless for dense descriptors: the second neighbour is the next vertex.)
         mutual: (N,) bool, the target's nearest source is this source (a cycle-consistent match).
+        cycle: (N,) float32 metres or None: how far from each source point its match's own nearest
+            source lies (0 = mutual): a round trip that lands far away marks a doubtful match. The
+            best single flag of gross errors measured (``bench/bench_confidence.py``); None where
+            the source points were not given.
     """
 
     target: np.ndarray
     distance: np.ndarray
     confidence: np.ndarray
     mutual: np.ndarray
+    cycle: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
 
 def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray | None = None,
-          backend: str = DEFAULT_BACKEND) -> Correspondences:  # fmt: skip
+          backend: str = DEFAULT_BACKEND, source_points: np.ndarray | None = None) -> Correspondences:  # fmt: skip
     """Match every source descriptor (N, D) to its nearest target descriptor (M, D).
+
+    ``source_points`` (N, 3), metres, gives each match its round-trip distance (``cycle``).
 
     The backward search runs only from the targets some source chose (``backward="hit"``): a
     source is mutual when its target's nearest source is itself, so no other target matters.
@@ -47,5 +55,12 @@ def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray
     if source_consistency is not None:
         conf = conf * np.clip(source_consistency, 0, 1)
     tgt = fw.index[:, 0]
-    mutual = bw.index[tgt, 0] == np.arange(len(tgt))
-    return Correspondences(target=tgt, distance=d1, confidence=conf.astype(np.float32), mutual=mutual)
+    back = bw.index[tgt, 0]
+    mutual = back == np.arange(len(tgt))
+    cycle = None
+    if source_points is not None:
+        pts = np.asarray(source_points, dtype=np.float64)
+        if pts.shape != (len(tgt), 3):
+            raise BodycorrError(f"match: source_points must be ({len(tgt)}, 3) like the source descriptors, got {pts.shape}.")
+        cycle = np.linalg.norm(pts[back] - pts, axis=1).astype(np.float32)
+    return Correspondences(target=tgt, distance=d1, confidence=conf.astype(np.float32), mutual=mutual, cycle=cycle)

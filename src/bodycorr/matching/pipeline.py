@@ -135,7 +135,7 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
     a = describe(source, extractor, views, up)
     b = describe(target, extractor, views, up)
     t0 = time.perf_counter()
-    c = match(a.descriptors, b.descriptors, a.consistency)
+    c = match(a.descriptors, b.descriptors, a.consistency, source_points=a.points)
     fits = None
     if refine == "register":
         from bodycorr.geometry.mesh import PointCloud
@@ -173,7 +173,8 @@ def _via_template(a: Described, b: Described, extractor: DescriptorExtractor, vi
     fwd, d = map_via_template(a.points, fits[0], b.points, fits[1])
     back, _ = map_via_template(b.points, fits[1], a.points, fits[0])
     corr = Correspondences(target=fwd, distance=d.astype(np.float32), confidence=np.exp(-((d / sigma) ** 2)).astype(np.float32),
-                           mutual=back[fwd] == np.arange(len(fwd)))  # fmt: skip
+                           mutual=back[fwd] == np.arange(len(fwd)),
+                           cycle=np.linalg.norm(a.points[back[fwd]] - a.points, axis=1).astype(np.float32))  # fmt: skip
     return corr, fits
 
 
@@ -184,6 +185,7 @@ def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = Non
     save_npz_atomic(out / "correspondences.npz", source_points=result.source.points.astype(np.float32),
                     target_points=result.target.points.astype(np.float32), target_index=c.target,
                     confidence=c.confidence, mutual=c.mutual, descriptor_distance=c.distance,
+                    **({"cycle_m": c.cycle} if c.cycle is not None else {}),
                     **({"source_pixels": result.source.pixels} if result.source.pixels is not None else {}))  # fmt: skip
     lines = ["# source_index target_index confidence mutual"]
     lines += [f"{i} {j} {w:.4f} {int(m)}" for i, (j, w, m) in enumerate(zip(c.target, c.confidence, c.mutual))]

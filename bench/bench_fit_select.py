@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--shapes", help="comma-separated shape names (default: the 30 tuning shapes)")
     ap.add_argument("--out", help="also write every candidate to this CSV")
     ap.add_argument("--max-matches", type=int, default=None, help="FitConfig.max_matches (default: its default, 4000)")
+    ap.add_argument("--round-trip", type=float, default=None, help="FitConfig.round_trip_m (default: its default)")
     ap.add_argument("--pose", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a PoseFitConfig field for every candidate (e.g. body_to_scan=1), repeatable")
     a = ap.parse_args()
@@ -60,6 +61,8 @@ def main() -> None:
     cfg = replace(cfg, pose=replace(cfg.pose, **overrides))
     if a.max_matches:
         cfg = replace(cfg, max_matches=a.max_matches)
+    if a.round_trip is not None:
+        cfg = replace(cfg, round_trip_m=a.round_trip)
     index = {suite.shape_name(i): i for i in range(len(suite))}
     names = a.shapes.split(",") if a.shapes else tuning_shapes(suite)
     cands: dict[str, list[dict]] = {}

@@ -95,3 +95,22 @@ def test_template_matches_spread_over_the_scan():
     assert body.sum() >= 400, body.sum()
     assert np.all(np.isin(si[body], body_v))  # the body's matches are its own
     assert 1 <= (~body).sum() <= 20  # the blob still gets its most confident few
+
+
+def test_template_matches_round_trip_drops_doubtful_matches():
+    """Two far-apart scan points have almost the same descriptor, so both match one template vertex whose
+    nearest scan point is the first: with ``round_trip_m`` the second (a 1 m round trip) loses its
+    confidence and is dropped; without it, both are kept with the same confidence."""
+    from bodycorr.matching.fit import template_matches
+
+    rng = np.random.default_rng(0)
+    tdesc = rng.normal(size=(50, 16)).astype(np.float32)
+    tdesc /= np.linalg.norm(tdesc, axis=1, keepdims=True)
+    near0 = tdesc[0] + 0.01 * rng.normal(size=16).astype(np.float32)
+    desc = np.r_[tdesc[:10], near0[None] / np.linalg.norm(near0)]  # point 10 looks like point 0 ...
+    points = np.r_[rng.uniform(0, 0.3, (10, 3)), [[0.0, 0.0, 1.3]]]  # ... a metre away
+    plain = template_matches(points, desc, None, tdesc, FitConfig(min_confidence=0.05), np.random.default_rng(0))
+    assert len(plain[0]) == 11 and np.allclose(plain[2], 1.0, atol=0.01)
+    si, tp, w = template_matches(points, desc, None, tdesc, FitConfig(min_confidence=0.05, round_trip_m=0.05), np.random.default_rng(0))
+    assert len(si) == 10 and not np.any(np.all(tp == points[10], axis=1))
+    assert np.allclose(w, 1.0)  # mutual matches keep their full confidence

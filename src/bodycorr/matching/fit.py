@@ -47,6 +47,10 @@ class FitConfig:
             --max-matches N``) the best body-fit candidate was 4.0 cm from the truth with 2,000
             and 4,000 matches, 5.6 cm with 8,000 (the combined rule kept 4.0 / 4.0 / 6.8).
         min_confidence: matches below this confidence are dropped.
+        round_trip_m: > 0: a match's confidence is exp(-(d/0.25)²) x exp(-(c/round_trip_m)²), c its
+            round trip on the scan (:attr:`~bodycorr.matching.correspond.Correspondences.cycle`),
+            instead of exp(-(d/0.25)²) x the multi-view consistency (0). ``bench/bench_confidence.py``
+            found the round trip the best flag of gross errors and the consistency no flag at all.
         max_target_points: the scan is subsampled to at most this many points for the closest-point term.
         starts: register from this many of the best distinct rigid starts and keep the lowest final
             energy (2 covers a front/back confusion; 1 is twice as fast).
@@ -70,6 +74,7 @@ class FitConfig:
     nonrigid: NonRigidConfig = NonRigidConfig()
     max_matches: int = 4000
     min_confidence: float = 0.05
+    round_trip_m: float = 0.0
     max_target_points: int = 20000
     starts: int = 2
     mirror: bool = True
@@ -110,8 +115,13 @@ def template_matches(points: np.ndarray, descriptors: np.ndarray, consistency: n
 
     Returns (K,) template vertices, (K, 3) their scan points and (K,) confidences.
     """
-    corr = match(descriptors, template_descriptors, consistency)
-    si, tp, w = corr.target.astype(np.int64), points, corr.confidence.astype(np.float64)
+    if config.round_trip_m > 0:
+        corr = match(descriptors, template_descriptors, source_points=points)
+        w = corr.confidence.astype(np.float64) * np.exp(-((corr.cycle.astype(np.float64) / config.round_trip_m) ** 2))
+    else:
+        corr = match(descriptors, template_descriptors, consistency)
+        w = corr.confidence.astype(np.float64)
+    si, tp = corr.target.astype(np.int64), points
     keep = w >= config.min_confidence
     si, tp, w = si[keep], tp[keep], w[keep]
     if len(si) < 3:

@@ -8,12 +8,14 @@ how well it ranks the matches: AUROC for telling gross errors (> 20 cm) from the
 chance), and the mean error and gross share of the most confident 75 / 50 / 25 % (sparsification:
 what a user gets by keeping only the surest matches). Scores, higher = surer:
 
-* ``confidence``: ``Correspondences.confidence`` as shipped, exp(-(d/0.25)^2) x consistency;
+* ``confidence``: ``Correspondences.confidence`` as ``bodycorr match`` gives it (the source points
+  known): exp(-(d/0.25)^2) x exp(-(cycle/0.1 m)^2);
+* ``dist x consistency``: exp(-(d/0.25)^2) x consistency, the confidence before the round trip
+  (still what ``match`` gives without source points);
 * ``distance``: minus the descriptor distance d alone;
 * ``consistency``: the source vertex's multi-view descriptor agreement alone;
-* ``mutual``: the match is mutual (ties broken by confidence);
+* ``mutual``: the match is mutual (ties broken by descriptor distance);
 * ``cycle``: minus ``Correspondences.cycle``, the round trip on the source (metres);
-* ``dist x cycle``: exp(-(d/0.25)^2) x exp(-(cycle/0.1 m)^2);
 * ``oracle``: minus the error itself (the best any score can do).
 
 Errors are geodesic on the target, read from the template's all-pairs table scaled by the square
@@ -31,7 +33,7 @@ import numpy as np
 
 GROSS_CM = 20.0
 KEEP = (1.0, 0.75, 0.5, 0.25)
-SCORES = ("confidence", "distance", "consistency", "mutual", "cycle", "dist x cycle", "oracle")
+SCORES = ("confidence", "dist x consistency", "distance", "consistency", "mutual", "cycle", "oracle")
 
 
 def auroc(score: np.ndarray, bad: np.ndarray) -> float:
@@ -88,8 +90,8 @@ def main() -> None:
         err = suite.geodesics(p.target).distances(np.arange(n), c.target) * 100.0  # same topology: truth = vertex i
         g = groups.setdefault(p.group, {})
         for key, v in (("error", err), ("confidence", c.confidence), ("distance", -c.distance), ("consistency", s.consistency),
-                       ("mutual", c.mutual + 1e-3 * c.confidence), ("cycle", -c.cycle),
-                       ("dist x cycle", np.exp(-((c.distance / 0.25) ** 2) - (c.cycle / 0.1) ** 2)), ("oracle", -err)):  # fmt: skip
+                       ("mutual", c.mutual + 1e-3 * np.exp(-((c.distance / 0.25) ** 2))), ("cycle", -c.cycle),
+                       ("dist x consistency", np.exp(-((c.distance / 0.25) ** 2)) * np.clip(s.consistency, 0, 1)), ("oracle", -err)):  # fmt: skip
             g.setdefault(key, []).append(np.asarray(v, dtype=np.float64))
         print(f"\r{i + 1}/{len(suite.pairs)} pairs, {time.perf_counter() - t0:.0f} s", end="", flush=True)
     print()
@@ -100,13 +102,13 @@ def main() -> None:
         print(f"\n{group}-subject: {len(g['error'])} pairs, {len(err)} matches, AE {err.mean():.2f} cm, "
               f"gross (> {GROSS_CM:.0f} cm) {100 * (err > GROSS_CM).mean():.1f} %")  # fmt: skip
         head = "".join(f"  keep {int(100 * k)} %: AE / gross" for k in KEEP[1:])
-        print(f"{'score':>12} {'AUROC':>6}{head}")
+        print(f"{'score':>18} {'AUROC':>6}{head}")
         for key in SCORES:
             sc = np.concatenate(g[key])
             sp = sparsify(sc, err)
             curves[(group, key)] = sp
             cols = "".join(f"  {ae:9.2f} / {gr:4.1f} %    " for ae, gr in sp[1:])
-            print(f"{key:>12} {auroc(sc, err > GROSS_CM):6.3f}{cols}")
+            print(f"{key:>18} {auroc(sc, err > GROSS_CM):6.3f}{cols}")
         cyc = -np.concatenate(g["cycle"])
         for th in (0.05, 0.10):
             ok = cyc <= th

@@ -66,6 +66,13 @@ def test_match_cycle_is_the_round_trip_on_the_source():
     c = match(src, tgt, source_points=pts)
     assert c.target.tolist() == [0, 0, 1] and c.mutual.tolist() == [True, False, True]
     assert np.allclose(c.cycle, [0.0, 0.5, 0.0])
+    # the round trip, not the consistency, weighs the confidence once the points are known
+    plain = np.exp(-((c.distance / 0.25) ** 2))
+    assert np.allclose(c.confidence, plain * np.exp(-(np.array([0.0, 0.5, 0.0]) / 0.1) ** 2), atol=1e-6)
+    assert c.confidence[1] < 1e-6 < c.confidence[2]
+    cons = np.array([0.5, 1.0, 1.0], np.float32)
+    assert np.allclose(match(src, tgt, cons).confidence, plain * cons, atol=1e-6)
+    assert np.allclose(match(src, tgt, cons, source_points=pts).confidence, c.confidence)
     with pytest.raises(BodycorrError, match="source_points"):
         match(src, tgt, source_points=pts[:2])
 

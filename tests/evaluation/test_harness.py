@@ -392,7 +392,9 @@ def test_synthetic_suite_on_each_targets_own_surface(tiny_model):
     assert "own surface" in own["meta"]["geodesic"] and "60 of the 13348 truth vertices" in own["meta"]["geodesic"]
     assert own["meta"]["truth_points"] == 60 and own["meta"]["geodesic_rows"]["targets"] == 2
     ff = own["groups"]["full-full/inter/clean"]
-    assert ff["points"] == 60 and 0 < own["groups"]["partial-full/inter/clean"]["points"] < 60
+    # a partial source evaluates only its pixels whose truth is one of the 60 (a vertex can cover a
+    # few pixels: 45-76 seen on different machines), never the > 1000 pixels of its whole view
+    assert ff["points"] == 60 and 0 < own["groups"]["partial-full/inter/clean"]["points"] < 4 * 60
     assert tab["groups"]["full-full/inter/clean"]["points"] == 60  # template: per-pair subsets of the same size
     # the same matches measured two ways: close, not equal
     assert ff["AE_cm"] == pytest.approx(tab["groups"]["full-full/inter/clean"]["AE_cm"], rel=0.3)

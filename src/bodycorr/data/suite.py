@@ -1,8 +1,17 @@
-"""Fixed test suites regenerated identically from their name: synthetic-v1 (FAUST's layout on Anny)."""
+"""Fixed test suites rebuilt from parameters shipped with the package: synthetic-v1 (FAUST's layout on Anny).
+
+A suite is data, not a sampling recipe: its people, poses, cameras and noise streams are stored in
+``data/suites/<name>.npz`` (:func:`freeze_parameters` drew them once) and each machine only
+re-poses Anny, renders and adds the noise. Drawing the poses again would rerun the pose sampler's
+rejection tests, whose outcome may change with the code or the machine (the first figures were
+measured on a suite drawn on another machine, which did not come out the same here).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -77,41 +86,61 @@ class Suite:
         return self.intra if kind == "intra" else self.inter
 
 
-def _build(name: str, spec: dict) -> dict[str, np.ndarray]:
+PARAMETERS_DIR = Path(__file__).with_name("suites")
+
+
+def _pcg_state(rng: np.random.Generator) -> np.ndarray:
+    """(6,) uint64: a PCG64 generator's full state (128-bit state and increment, split in halves)."""
+    st = rng.bit_generator.state
+    if st["bit_generator"] != "PCG64":
+        raise BodycorrError(f"suite parameters: need a PCG64 generator, got {st['bit_generator']}.")
+    m = (1 << 64) - 1
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    return np.array([s >> 64, s & m, inc >> 64, inc & m, st["has_uint32"], st["uinteger"]], dtype=np.uint64)
+
+
+def _pcg_generator(state: np.ndarray) -> np.random.Generator:
+    """The generator :func:`_pcg_state` recorded."""
+    w = [int(x) for x in state]
+    bg = np.random.PCG64()
+    bg.state = {"bit_generator": "PCG64", "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+                "has_uint32": w[4], "uinteger": w[5]}  # fmt: skip
+    return np.random.Generator(bg)
+
+
+def freeze_parameters(name: str) -> dict[str, np.ndarray]:
+    """Draw suite ``name``'s parameters with the samplers (people, collision-free poses, cameras,
+    pairs), as its spec says: what ``data/suites/<name>.npz`` holds. Run once, by
+    ``python -m bodycorr.data.suite freeze NAME``; a suite's figures stay comparable only while its
+    file is unchanged.
+
+    Returns:
+        identity, pose: (S,) int; phenotypes: (S, 6); angles: (S, J, 3) degrees; global_rotation:
+        (S, 3, 3); translation: (S, 3); sources: (S,) str; R: (S, 3, 3), t: (S, 3) the cameras;
+        noise_rng: (S, 6) uint64 each view's noise stream (:func:`_pcg_state`); K: (4,);
+        intra, inter: (P, 2) shape index pairs.
+    """
     from bodycorr.body.pose import PoseSampler, PoseSamplerConfig
 
-    model, template = get_body_model(), get_template()
+    spec = _spec(name)
+    model = get_body_model()
     sampler = PoseSampler(PoseSamplerConfig(), model=model)
-    seed = spec["seed"]
-    n_id, n_pose = spec["identities"], spec["poses"]
-    k = Intrinsics.kinect_v2()
-    out: dict[str, list] = {key: [] for key in ("vertices", "identity", "pose", "phenotypes", "depth_clean", "depth_noisy",
-                                                 "vertex_clean", "vertex_noisy", "R", "t")}  # fmt: skip
-    caster = None
-    for i in range(n_id):
+    seed, k = spec["seed"], Intrinsics.kinect_v2()
+    keys = ("identity", "pose", "phenotypes", "angles", "global_rotation", "translation", "sources", "R", "t", "noise_rng")
+    out: dict[str, list] = {key: [] for key in keys}
+    for i in range(spec["identities"]):
         phen = sample_identity("test", i, seed).phenotypes
-        for p in range(n_pose):
+        for p in range(spec["poses"]):
             rng = identity_rng("test", i * 1000 + p, seed + 7)
-            pose = sampler.sample(1, rng).to_anny(model)
-            v = model(phen[None], pose).vertices[0]
+            pose = sampler.sample(1, rng)
+            v = model(phen[None], pose.to_anny(model)).vertices[0]
             v = v - np.array([*v[:, :2].mean(0), v[:, 2].min()], dtype=np.float32)
-            caster = RayCaster(v, model.faces) if caster is None else (caster.update(v) or caster)
-            centre = 0.5 * (v.min(0) + v.max(0))
-            cam = random_camera(rng, k, centre, (2.0, 3.2), (0.0, 20.0), target_jitter=0.05, roll_deg=2.0)
-            frame = render(caster, cam)
-            noisy = add_depth_noise(frame, DepthNoiseConfig.preset("kinect_v2"), rng)
-            out["vertices"].append(v[template.template_to_full])
-            out["identity"].append(i)
-            out["pose"].append(p)
-            out["phenotypes"].append(phen)
-            out["depth_clean"].append(frame.depth)
-            out["depth_noisy"].append(noisy.depth)
-            out["vertex_clean"].append(body_truth(frame, template).template_vertex)
-            out["vertex_noisy"].append(body_truth(noisy, template).template_vertex)
-            out["R"].append(cam.R)
-            out["t"].append(cam.t)
-    arrays = {key: np.stack(val) for key, val in out.items()}
-    arrays["vertices"] = arrays["vertices"].astype(np.float32)
+            cam = random_camera(rng, k, 0.5 * (v.min(0) + v.max(0)), (2.0, 3.2), (0.0, 20.0), target_jitter=0.05, roll_deg=2.0)
+            for key, val in (("identity", i), ("pose", p), ("phenotypes", phen), ("angles", pose.angles[0]),
+                             ("global_rotation", pose.global_rotation[0]), ("translation", pose.translation[0]),
+                             ("sources", pose.sources[0]), ("R", cam.R), ("t", cam.t), ("noise_rng", _pcg_state(rng))):  # fmt: skip
+                out[key].append(val)
+    arrays = {key: np.stack(val) if key != "sources" else np.array(val, dtype=str) for key, val in out.items()}
     arrays["K"] = np.array([k.fx, k.fy, k.cx, k.cy])
     rng = np.random.default_rng(seed)
     ident = arrays["identity"]
@@ -123,12 +152,89 @@ def _build(name: str, spec: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_suite(name: str = "synthetic-v1") -> Suite:
-    """The suite called ``name``, built on first use (about a minute) and cached on disk."""
+def parameters_path(name: str) -> Path:
+    return PARAMETERS_DIR / f"{name}.npz"
+
+
+def load_parameters(name: str) -> dict[str, np.ndarray]:
+    """Suite ``name``'s shipped parameters (see :func:`freeze_parameters`)."""
+    _spec(name)
+    path = parameters_path(name)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except FileNotFoundError:
+        raise BodycorrError(f"suite {name!r}: its parameters {path} are missing; reinstall bodycorr, or draw them anew "
+                            f"with `python -m bodycorr.data.suite freeze {name}` (a new suite: old figures do not carry over).") from None  # fmt: skip
+    except (OSError, ValueError, KeyError) as e:
+        raise BodycorrError(f"suite {name!r}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
+
+
+def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Pose, render and add noise to the suite's shapes (all, or the indices ``shapes``)."""
+    from bodycorr.body.pose import Pose
+
+    model, template = get_body_model(), get_template()
+    k = Intrinsics.kinect_v2()
+    k = Intrinsics(*(float(x) for x in params["K"]), width=k.width, height=k.height)
+    S = len(params["identity"])
+    idx = np.arange(S) if shapes is None else np.asarray(shapes, dtype=np.int64)
+    out: dict[str, list] = {key: [] for key in ("vertices", "depth_clean", "depth_noisy", "vertex_clean", "vertex_noisy")}
+    caster = None
+    for s in idx:
+        pose = Pose(params["angles"][s : s + 1], params["global_rotation"][s : s + 1], params["translation"][s : s + 1])
+        v = model(params["phenotypes"][s : s + 1], pose.to_anny(model)).vertices[0]
+        v = v - np.array([*v[:, :2].mean(0), v[:, 2].min()], dtype=np.float32)
+        caster = RayCaster(v, model.faces) if caster is None else (caster.update(v) or caster)
+        frame = render(caster, Camera(k, params["R"][s], params["t"][s]))
+        noisy = add_depth_noise(frame, DepthNoiseConfig.preset("kinect_v2"), _pcg_generator(params["noise_rng"][s]))
+        out["vertices"].append(v[template.template_to_full])
+        out["depth_clean"].append(frame.depth)
+        out["depth_noisy"].append(noisy.depth)
+        out["vertex_clean"].append(body_truth(frame, template).template_vertex)
+        out["vertex_noisy"].append(body_truth(noisy, template).template_vertex)
+    arrays = {key: np.stack(val) for key, val in out.items()}
+    arrays["vertices"] = arrays["vertices"].astype(np.float32)
+    for key in ("identity", "pose", "phenotypes", "R", "t"):
+        arrays[key] = params[key][idx]
+    for key in ("K", "intra", "inter"):
+        arrays[key] = params[key]
+    return arrays
+
+
+def _spec(name: str) -> dict:
     if name not in SUITES:
         raise BodycorrError(f"suite {name!r}: unknown. Known suites: {', '.join(SUITES)}.")
-    spec = SUITES[name]
+    return SUITES[name]
+
+
+def load_suite(name: str = "synthetic-v1") -> Suite:
+    """The suite called ``name``, built from its shipped parameters on first use (about a minute)
+    and cached on disk."""
+    spec = _spec(name)
     template = get_template()
-    key = content_hash("suite", name, spec, template.mesh.vertices, template.mesh.faces)
-    a = cached_arrays("suites", key, lambda: _build(name, spec), compress=True)
+    params = load_parameters(name)
+    digest = hashlib.sha256(parameters_path(name).read_bytes()).hexdigest()
+    key = content_hash("suite", name, spec, digest, template.mesh.vertices, template.mesh.faces)
+    a = cached_arrays("suites", key, lambda: _build(params), compress=True)
     return Suite(name=name, faces=template.mesh.faces, **{k: a[k] for k in a})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bodycorr.data.suite freeze NAME [--out PATH]``: draw a suite's parameters anew."""
+    import argparse
+
+    from bodycorr.common.fileio import save_npz_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m bodycorr.data.suite", description=main.__doc__)
+    ap.add_argument("action", choices=["freeze"])
+    ap.add_argument("name", choices=sorted(SUITES))
+    ap.add_argument("--out", default=None, help="where to write (default: the packaged parameters file)")
+    args = ap.parse_args(argv)
+    path = Path(args.out) if args.out else parameters_path(args.name)
+    save_npz_atomic(path, **freeze_parameters(args.name))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -81,3 +81,14 @@ def test_depth_card_follows_the_init_chain(tmp_path, monkeypatch):
     g["AE_area_cm"] = 21.5
     (tmp_path / "results.json").write_text(json.dumps({"suite": "s", "views": 8, "groups": {"full-full/inter/clean": g}}))
     assert "| full-full/inter/clean | 40.00 | 80.00 | 21.50 | 15.00 |" in rel.release(second, tmp_path / "results.json", "depth").read_text()
+
+
+def test_depth_card_names_the_suite_it_was_measured_on(tmp_path, monkeypatch):
+    """The card records the suite's parameters digest, so a figure can be traced to one suite."""
+    monkeypatch.setattr(rel, "WEIGHTS", tmp_path / "weights")
+    run = _depth_run(tmp_path, "small", 20)
+    g = {"AE_cm": 40.0, "WE_cm": 80.0, "median_cm": 15.0, "within_5cm_pct": 10.0, "within_10cm_pct": 30.0, "gross_pct": 40.0,
+         "flip_share_of_gross_pct": 70.0}  # fmt: skip
+    res = {"suite": "s", "views": 8, "groups": {"full-full/inter/clean": g}, "meta": {"suite_parameters_sha256": "0123abcd4567ef89"}}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    assert "Suite parameters: sha256 0123abcd4567ef89" in rel.release(run, tmp_path / "results.json", "depth").read_text()

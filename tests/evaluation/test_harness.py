@@ -377,6 +377,9 @@ def test_synthetic_suite_still_evaluates(tiny_model):
     assert "partial-full/inter/clean" in format_table(res)
     assert len(res["_per_pair"]["partial-full/inter/clean"]) == 1
     assert res["meta"]["geodesic"].startswith("template")
+    from bodycorr.data.suite import parameters_digest
+
+    assert parameters_digest("synthetic-v1").startswith(res["meta"]["suite_parameters_sha256"])  # which suite, recorded
 
 
 @pytest.mark.slow

@@ -35,6 +35,8 @@ def _note(note: str) -> str:
 def _bench_note(res: dict) -> str:
     meta = res.get("meta", {})
     parts = []
+    if "suite_parameters_sha256" in meta:
+        parts.append(f"Suite parameters: sha256 {meta['suite_parameters_sha256']}... (`src/bodycorr/data/suites/`).")
     if "geodesic" in meta:
         parts.append(f"Geodesics: {meta['geodesic']}.")
     secs = meta.get("seconds", {}).get("total")

@@ -156,6 +156,16 @@ def parameters_path(name: str) -> Path:
     return PARAMETERS_DIR / f"{name}.npz"
 
 
+def parameters_digest(name: str) -> str:
+    """sha256 of suite ``name``'s parameters file: which suite a figure was measured on."""
+    _spec(name)
+    try:
+        return hashlib.sha256(parameters_path(name).read_bytes()).hexdigest()
+    except OSError:
+        load_parameters(name)  # raises the one-line error
+        raise
+
+
 def load_parameters(name: str) -> dict[str, np.ndarray]:
     """Suite ``name``'s shipped parameters (see :func:`freeze_parameters`)."""
     _spec(name)
@@ -214,8 +224,7 @@ def load_suite(name: str = "synthetic-v1") -> Suite:
     spec = _spec(name)
     template = get_template()
     params = load_parameters(name)
-    digest = hashlib.sha256(parameters_path(name).read_bytes()).hexdigest()
-    key = content_hash("suite", name, spec, digest, template.mesh.vertices, template.mesh.faces)
+    key = content_hash("suite", name, spec, parameters_digest(name), template.mesh.vertices, template.mesh.faces)
     a = cached_arrays("suites", key, lambda: _build(params), compress=True)
     return Suite(name=name, faces=template.mesh.faces, **{k: a[k] for k in a})
 

@@ -10,6 +10,7 @@ measured on a suite drawn on another machine, which did not come out the same he
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Suite:
         vertex_clean, vertex_noisy: (S, H, W) int32 true template vertex per pixel (-1 = none).
         K: (4,) fx, fy, cx, cy; R: (S, 3, 3), t: (S, 3) the view cameras (world = mesh frame).
         intra, inter: (60, 2), (40, 2) shape index pairs (source, target).
+        parameters_sha256: sha256 of the parameters file it was built from (:func:`load_parameters`).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Suite:
     t: np.ndarray
     intra: np.ndarray
     inter: np.ndarray
+    parameters_sha256: str = ""
 
     def __len__(self) -> int:
         return int(self.vertices.shape[0])
@@ -77,8 +80,7 @@ class Suite:
         return Mesh(self.vertices[i].astype(np.float64), self.faces, name=f"{self.name}/{self.shape_name(i)}")
 
     def camera(self, i: int) -> Camera:
-        k = Intrinsics.kinect_v2()
-        return Camera(Intrinsics(*self.K, width=k.width, height=k.height), self.R[i], self.t[i])
+        return Camera(_intrinsics(self.K), self.R[i], self.t[i])
 
     def pairs(self, kind: str) -> np.ndarray:
         if kind not in ("intra", "inter"):
@@ -87,6 +89,12 @@ class Suite:
 
 
 PARAMETERS_DIR = Path(__file__).with_name("suites")
+
+
+def _intrinsics(K: np.ndarray) -> Intrinsics:
+    """The suite's Kinect v2 intrinsics from its stored (fx, fy, cx, cy)."""
+    k = Intrinsics.kinect_v2()
+    return Intrinsics(*(float(x) for x in K), width=k.width, height=k.height)
 
 
 def _pcg_state(rng: np.random.Generator) -> np.ndarray:
@@ -156,28 +164,35 @@ def parameters_path(name: str) -> Path:
     return PARAMETERS_DIR / f"{name}.npz"
 
 
+def _parameters_bytes(name: str) -> bytes:
+    """The raw parameters file of suite ``name`` (one-line errors when it is missing or unreadable)."""
+    _spec(name)
+    path = parameters_path(name)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BodycorrError(f"suite {name!r}: its parameters {path} are missing; reinstall bodycorr, or draw them anew "
+                            f"with `python -m bodycorr.data.suite freeze {name}` (a new suite: old figures do not carry over).") from None  # fmt: skip
+    except OSError as e:
+        raise BodycorrError(f"suite {name!r}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
+
+
+def _parse_parameters(name: str, data: bytes) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except (OSError, ValueError, KeyError) as e:
+        raise BodycorrError(f"suite {name!r}: cannot read {parameters_path(name)} ({e}); reinstall bodycorr to restore it.") from None
+
+
 def parameters_digest(name: str) -> str:
     """sha256 of suite ``name``'s parameters file: which suite a figure was measured on."""
-    _spec(name)
-    try:
-        return hashlib.sha256(parameters_path(name).read_bytes()).hexdigest()
-    except OSError:
-        load_parameters(name)  # raises the one-line error
-        raise
+    return hashlib.sha256(_parameters_bytes(name)).hexdigest()
 
 
 def load_parameters(name: str) -> dict[str, np.ndarray]:
     """Suite ``name``'s shipped parameters (see :func:`freeze_parameters`)."""
-    _spec(name)
-    path = parameters_path(name)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {key: z[key] for key in z.files}
-    except FileNotFoundError:
-        raise BodycorrError(f"suite {name!r}: its parameters {path} are missing; reinstall bodycorr, or draw them anew "
-                            f"with `python -m bodycorr.data.suite freeze {name}` (a new suite: old figures do not carry over).") from None  # fmt: skip
-    except (OSError, ValueError, KeyError) as e:
-        raise BodycorrError(f"suite {name!r}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
+    return _parse_parameters(name, _parameters_bytes(name))
 
 
 def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -185,8 +200,7 @@ def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None) -> d
     from bodycorr.body.pose import Pose
 
     model, template = get_body_model(), get_template()
-    k = Intrinsics.kinect_v2()
-    k = Intrinsics(*(float(x) for x in params["K"]), width=k.width, height=k.height)
+    k = _intrinsics(params["K"])
     S = len(params["identity"])
     idx = np.arange(S) if shapes is None else np.asarray(shapes, dtype=np.int64)
     out: dict[str, list] = {key: [] for key in ("vertices", "depth_clean", "depth_noisy", "vertex_clean", "vertex_noisy")}
@@ -223,10 +237,11 @@ def load_suite(name: str = "synthetic-v1") -> Suite:
     and cached on disk."""
     spec = _spec(name)
     template = get_template()
-    params = load_parameters(name)
-    key = content_hash("suite", name, spec, parameters_digest(name), template.mesh.vertices, template.mesh.faces)
-    a = cached_arrays("suites", key, lambda: _build(params), compress=True)
-    return Suite(name=name, faces=template.mesh.faces, **{k: a[k] for k in a})
+    data = _parameters_bytes(name)
+    digest = hashlib.sha256(data).hexdigest()
+    key = content_hash("suite", name, spec, digest, template.mesh.vertices, template.mesh.faces)
+    a = cached_arrays("suites", key, lambda: _build(_parse_parameters(name, data)), compress=True)
+    return Suite(name=name, faces=template.mesh.faces, parameters_sha256=digest, **{k: a[k] for k in a})
 
 
 def main(argv: list[str] | None = None) -> None:

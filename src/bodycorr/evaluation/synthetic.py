@@ -72,7 +72,7 @@ from bodycorr.body.template import get_template
 from bodycorr.common.cache import cache_dir, cached_arrays, content_hash
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import ensure_dir, write_json_atomic
-from bodycorr.data.suite import load_suite, parameters_digest
+from bodycorr.data.suite import load_suite
 from bodycorr.evaluation.harness import (
     FLIP_MIN_M,
     KINDS,
@@ -283,7 +283,7 @@ class SyntheticPairSuite(PairSuite):
                 pairs = pairs[:max_pairs]
             self.pairs += [PairSpec(self.names[int(a)], self.names[int(b)], pairset) for a, b in pairs]
         self.issues = []
-        self.meta = {"format": "synthetic", "geodesic": desc, "suite_parameters_sha256": parameters_digest(name)[:16],
+        self.meta = {"format": "synthetic", "geodesic": desc, "suite_parameters_sha256": self.suite.parameters_sha256[:16],
                      "symmetry": {"available": True, "from": "template"}, "units": {"m": len(self.suite)}}  # fmt: skip
         self._surfaces: dict[str, Surface] = {}
         self.subset: np.ndarray | None = None

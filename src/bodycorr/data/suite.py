@@ -245,16 +245,24 @@ def load_suite(name: str = "synthetic-v1") -> Suite:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bodycorr.data.suite freeze NAME [--out PATH]``: draw a suite's parameters anew."""
+    """``python -m bodycorr.data.suite freeze NAME [--out PATH]``: draw a suite's parameters anew;
+    ``freeze-remeshed NAME``: remesh its bodies anew (:mod:`bodycorr.data.remeshed`, needs gpytoolbox)."""
     import argparse
 
     from bodycorr.common.fileio import save_npz_atomic
 
     ap = argparse.ArgumentParser(prog="python -m bodycorr.data.suite", description=main.__doc__)
-    ap.add_argument("action", choices=["freeze"])
+    ap.add_argument("action", choices=["freeze", "freeze-remeshed"])
     ap.add_argument("name", choices=sorted(SUITES))
     ap.add_argument("--out", default=None, help="where to write (default: the packaged parameters file)")
     args = ap.parse_args(argv)
+    if args.action == "freeze-remeshed":
+        from bodycorr.data.remeshed import freeze_remeshed, remeshed_path
+
+        path = Path(args.out) if args.out else remeshed_path(args.name)
+        save_npz_atomic(path, **freeze_remeshed(args.name))
+        print(f"wrote {path}")
+        return
     path = Path(args.out) if args.out else parameters_path(args.name)
     save_npz_atomic(path, **freeze_parameters(args.name))
     print(f"wrote {path}")

@@ -10,13 +10,13 @@ from bodycorr.body.surface_code import (
     CODE_METHODS,
     DEFAULT_CODE,
     SurfaceCode,
-    _closest_on_triangles,
     code_quality,
     code_values,
     get_surface_code,
     make_surface_code,
 )
 from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.closest import closest_on_triangles
 from bodycorr.geometry.mesh import Mesh
 from tinyshapes import icosphere
 
@@ -109,13 +109,13 @@ def test_decode_matches_brute_force_closest_point():
 def test_closest_point_on_triangle_regions():
     tri = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
     pts = np.array([[0.2, 0.2, 1.0], [-1, -1, 0], [2, 0, 0.5], [0.5, -1, 0], [1, 1, 0], [-1, 0.5, 0]])
-    bary, d2 = _closest_on_triangles(pts[:, None], np.broadcast_to(tri, (len(pts), 1, 3, 3)))
+    bary, d2 = closest_on_triangles(pts[:, None], np.broadcast_to(tri, (len(pts), 1, 3, 3)))
     closest = np.array([[0.2, 0.2, 0], [0, 0, 0], [1, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0]])
     np.testing.assert_allclose(np.einsum("nk,kc->nc", bary[:, 0], tri), closest, atol=1e-12)
     np.testing.assert_allclose(d2[:, 0], ((pts - closest) ** 2).sum(1), atol=1e-12)
     # a degenerate (zero-area) triangle still gives its closest point
     flat = np.array([[[[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]]])
-    b, d = _closest_on_triangles(np.array([[[1.5, 1, 0]]]), flat)
+    b, d = closest_on_triangles(np.array([[[1.5, 1, 0]]]), flat)
     np.testing.assert_allclose(np.einsum("k,kc->c", b[0, 0], flat[0, 0]), [1.5, 0, 0], atol=1e-12)
     assert d[0, 0] == pytest.approx(1.0)
 

@@ -51,6 +51,7 @@ from scipy.spatial import cKDTree
 
 from bodycorr.common.cache import cached_arrays, content_hash
 from bodycorr.common.errors import BodycorrError
+from bodycorr.geometry.closest import SurfaceLocator
 from bodycorr.geometry.mesh import Mesh
 
 __all__ = [
@@ -81,7 +82,6 @@ _ROUNDS = 3
 _ITERS = 15
 _CG_ITERS = 10
 _MDS_PIVOTS = 1000
-_DECODE_CENTROIDS = 8  # triangles tried besides those around the nearest vertex: this many nearest by centroid
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,36 +179,14 @@ class SurfaceCode:
     # ------------------------------------------------------------------------------ decoding
 
     @functools.cached_property
-    def _tree(self) -> cKDTree:
-        return cKDTree(self.values.astype(np.float64))
-
-    @functools.cached_property
-    def _centroid_tree(self) -> cKDTree:
-        return cKDTree(self.values[self.faces].astype(np.float64).mean(1))
-
-    @functools.cached_property
-    def _vertex_faces(self) -> np.ndarray:
-        """(Vt, K) faces around each vertex, padded with -1."""
-        n = self.num_vertices
-        vf = np.repeat(np.arange(len(self.faces)), 3)
-        vv = self.faces.ravel()
-        order = np.argsort(vv, kind="stable")
-        vv, vf = vv[order], vf[order]
-        counts = np.bincount(vv, minlength=n)
-        k = max(1, int(counts.max()))
-        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        slot = np.arange(len(vv)) - start[vv]
-        out = np.full((n, k), -1, dtype=np.int64)
-        out[vv, slot] = vf
-        return out
+    def _locator(self) -> SurfaceLocator:
+        return SurfaceLocator(self.values, self.faces)
 
     def decode(self, colours: np.ndarray, chunk: int = 16384) -> SurfacePoints:
         """Colours (N, 3) float (or uint8) -> the surface points they encode.
 
-        The nearest vertex in colour space (cKDTree over ``values``) is ``vertex``; the triangles
-        around it and the 8 triangles with the nearest centroids (which catch long, thin triangles
-        whose corners are all far from the query) are candidates: the query is projected onto each
-        (closest point of the triangle in colour space) and the closest point wins. A colour on the
+        The closest point of the coded surface in colour space
+        (:class:`~bodycorr.geometry.closest.SurfaceLocator`: the nearest vertex is ``vertex``). A colour on the
         coded surface (``encode_points``) decodes back to its point up to ~0.3 levels where two
         triangles nearly touch in colour space; any colour decodes to the nearest coded point.
         Memory is bounded by working in chunks of ``chunk`` colours.
@@ -219,31 +197,10 @@ class SurfaceCode:
         c = c.astype(np.float64)
         if not np.isfinite(c).all():
             raise BodycorrError("decode: colours contain NaN or infinite values. Mask those pixels out first.")
-        parts = [self._decode_chunk(c[i : i + chunk]) for i in range(0, len(c), chunk)] or [self._decode_chunk(c[:0])]
-        return SurfacePoints(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("vertex", "face", "bary", "uv", "distance")))
-
-    def _decode_chunk(self, c: np.ndarray) -> SurfacePoints:
-        n = len(c)
-        _, nearest = self._tree.query(c)
-        nearest = np.asarray(nearest, dtype=np.int64).reshape(n)
-        k = min(_DECODE_CENTROIDS, len(self.faces))
-        _, by_centroid = self._centroid_tree.query(c, k)
-        cand = np.concatenate([self._vertex_faces[nearest], np.asarray(by_centroid).reshape(n, k)], 1)  # -1 padded
-        tri = self.values.astype(np.float64)[self.faces[np.maximum(cand, 0)]]  # (N, M, 3 corners, 3)
-        bary, dist2 = _closest_on_triangles(c[:, None, :], tri)
-        dist2 = np.where(cand >= 0, dist2, np.inf)
-        best = np.argmin(dist2, axis=1)
-        rows = np.arange(n)
-        face = cand[rows, best]
-        b = bary[rows, best].astype(np.float32)
-        uv = np.einsum("nk,nkc->nc", b, self.face_uv[np.maximum(face, 0)]).astype(np.float32)
-        return SurfacePoints(
-            vertex=nearest,
-            face=face.astype(np.int64),
-            bary=b,
-            uv=uv,
-            distance=np.sqrt(dist2[rows, best]).astype(np.float32),
-        )
+        got = self._locator.query(c, chunk)
+        b = got.bary.astype(np.float32)
+        uv = np.einsum("nk,nkc->nc", b, self.face_uv[np.maximum(got.face, 0)]).astype(np.float32)
+        return SurfacePoints(vertex=got.vertex, face=got.face, bary=b, uv=uv, distance=got.distance.astype(np.float32))
 
     @staticmethod
     def _check_ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:
@@ -254,45 +211,6 @@ class SurfaceCode:
         if a.size and (a.min() < 0 or a.max() >= n):
             raise BodycorrError(f"surface code: a {what} id is outside [0, {n}). Use template {what} ids.")
         return a
-
-
-def _closest_on_triangles(p: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closest point of triangles to points (any dimension).
-
-    p: (..., D) broadcastable against tri: (..., 3, D) -> barycentrics (..., 3) and squared distance (...).
-    Interior projections are used when all barycentrics are >= 0, otherwise the best of the three edges.
-    """
-    a, b, c = tri[..., 0, :], tri[..., 1, :], tri[..., 2, :]
-    e0, e1, v = b - a, c - a, p - a
-    d00 = (e0 * e0).sum(-1)
-    d01 = (e0 * e1).sum(-1)
-    d11 = (e1 * e1).sum(-1)
-    d20 = (v * e0).sum(-1)
-    d21 = (v * e1).sum(-1)
-    den = d00 * d11 - d01 * d01
-    ok = den > 1e-12 * np.maximum(d00 * d11, 1e-30)
-    safe = np.where(ok, den, 1.0)
-    bv = (d11 * d20 - d01 * d21) / safe
-    bw = (d00 * d21 - d01 * d20) / safe
-    bu = 1.0 - bv - bw
-    inside = ok & (bu >= 0) & (bv >= 0) & (bw >= 0)
-    best_bary = np.stack([bu, bv, bw], -1)
-    q = bu[..., None] * a + bv[..., None] * b + bw[..., None] * c
-    best = np.where(inside, ((p - q) ** 2).sum(-1), np.inf)
-    best_bary = np.where(inside[..., None], best_bary, 0.0)
-    for i, j in ((0, 1), (1, 2), (2, 0)):
-        s, t = tri[..., i, :], tri[..., j, :]
-        e = t - s
-        ee = (e * e).sum(-1)
-        u = np.clip(((p - s) * e).sum(-1) / np.maximum(ee, 1e-30), 0.0, 1.0)
-        d = ((p - (s + u[..., None] * e)) ** 2).sum(-1)
-        better = d < best
-        bb = np.zeros(best_bary.shape)
-        bb[..., i] = 1.0 - u
-        bb[..., j] += u
-        best = np.where(better, d, best)
-        best_bary = np.where(better[..., None], bb, best_bary)
-    return best_bary, best
 
 
 # ---------------------------------------------------------------------------------------- building
@@ -452,12 +370,12 @@ def code_quality(code: SurfaceCode, geodesics: np.ndarray, levels: tuple[int, ..
         raise BodycorrError(f"code_quality: geodesics must be ({n}, {n}), got {geodesics.shape}.")
     rows = np.arange(n)
     q = code.colours.astype(np.float64)
-    _, u = code._tree.query(q)
+    _, u = code._locator._tree.query(q)
     g = np.asarray(geodesics[rows, u], dtype=np.float64)
     rng = np.random.default_rng(seed)
     noise = {}
     for k in levels:
-        _, u = code._tree.query(q + rng.uniform(-k, k, q.shape))
+        _, u = code._locator._tree.query(q + rng.uniform(-k, k, q.shape))
         e = np.asarray(geodesics[rows, u], dtype=np.float64) * 100
         noise[int(k)] = (float(e.mean()), float(np.percentile(e, 99)), float((e > 10).mean() * 100))
     return CodeQuality(code.method, float((g > 0.01).mean() * 100), float((g > 0.05).mean() * 100), noise)

@@ -574,3 +574,68 @@ def test_method_specs_for_refinements(tiny_model):
 
     if DEFAULT_MODEL.exists():
         assert make_method("shipped").name == make_method(None).name == "shipped model"
+
+
+class _TwoTriangulations(PairSuite):
+    """One toy body triangulated twice (icosphere levels 3 and 4, the coarse one rotated first):
+    different vertex counts, positions and connectivity; canonical points = the rest positions."""
+
+    name = "two-triangulations"
+    default_points = 300
+
+    def __init__(self):
+        from scipy.spatial.transform import Rotation
+
+        fine = toy_body(subdivisions=4)
+        v, f = icosphere(3)
+        coarse = toy_body(subdivisions=3)
+        # re-place the coarse body's vertices: rotate the sphere before the body mapping
+        x, y, z = (v @ Rotation.random(random_state=3).as_matrix().T).T
+        r = 1 + 0.35 * z
+        cv = np.c_[0.25 * x * r, 0.15 * y * r - 0.08 * np.exp(-(x**2 + (z - 0.5) ** 2 + (y + 1) ** 2) / 0.1), 0.85 * (z + 1)]
+        coarse = Mesh(cv, f, "coarse")
+        self.meshes = {"coarse": coarse, "fine": Mesh(fine.vertices, fine.faces, "fine")}
+        self.pairs = [PairSpec("coarse", "fine", "inter"), PairSpec("fine", "coarse", "inter")]
+        self.issues, self.meta = [], {}
+
+    def surface(self, name):
+        from scipy.spatial import cKDTree
+
+        m = self.meshes[name]
+        sym = cKDTree(m.vertices).query(m.vertices * [-1, 1, 1])[1]
+        return Surface(name, m, None, sym, np.array([0, 0, 1.0]), "z", canonical=m.vertices.copy())
+
+    def geodesics(self, name):
+        return SolverRows(self.meshes[name], "graph")
+
+
+class _CanonicalOracle:
+    """Maps each source vertex to the target vertex nearest its canonical point (``mirror``: its mirror's)."""
+
+    def __init__(self, suite, mirror=False):
+        self.suite, self.mirror, self.name = suite, mirror, "mirror" if mirror else "oracle"
+
+    def prepare(self, shape):
+        return shape
+
+    def correspond(self, s, t):
+        from scipy.spatial import cKDTree
+
+        c = self.suite.surface(s.surface).canonical * ([-1, 1, 1] if self.mirror else 1)
+        return cKDTree(self.suite.surface(t.surface).canonical).query(c)[1]
+
+
+def test_canonical_truth_between_two_triangulations():
+    """Surfaces of different topologies take their truth from canonical points: the nearest-canonical
+    oracle scores 0, its mirror is all flips, and a surface with canonical points cannot pair with one without."""
+    suite = _TwoTriangulations()
+    cfg = HarnessConfig(kinds=("full-full",), max_points=300)
+    res = run_benchmark(suite, [_CanonicalOracle(suite), _CanonicalOracle(suite, mirror=True)], cfg, progress=False)
+    s = res.summaries()
+    assert s["oracle"]["full-full/inter/clean"]["pairs"] == 2 and s["oracle"]["full-full/inter/clean"]["AE_cm"] == 0
+    m = s["mirror"]["full-full/inter/clean"]
+    assert m["AE_cm"] > 5 and m["flip_share_of_gross_pct"] > 90
+    plain = Surface("plain", suite.meshes["fine"])
+    with pytest.raises(BodycorrError, match="canonical"):
+        src = _Runner(suite, [], cfg).shape("coarse", False, "clean")
+        PairTruth(src, src, suite.surface("coarse"), plain, _RefIndex(plain), None, None, 10, 0)

@@ -130,6 +130,10 @@ class Surface:
         subject: person id, when known.
         path: the file it came from ("" for generated shapes).
         units: the units the file was in ("m", "cm", "mm").
+        canonical: (V, 3) each vertex as a point in a frame every surface of the suite shares (the
+            rest template), or None. Surfaces of different topologies with canonical points take
+            their truth from them instead of ``ref``: a source point's true counterpart is the
+            target vertex nearest its canonical point.
     """
 
     name: str
@@ -141,6 +145,7 @@ class Surface:
     subject: str | None = None
     path: str = ""
     units: str = "m"
+    canonical: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,11 +276,12 @@ class RowCache:
 
 class SolverRows:
     """:class:`GeodesicRows` from a :class:`~bodycorr.geometry.geodesic.GeodesicSolver` on the mesh
-    itself (``method`` "graph" or "heat"), built on first use; rows kept in a shared :class:`RowCache`.
-    The solver caches its own preprocessing on disk (the "graph" edges), keyed on the mesh content."""
+    itself (``method`` "graph" or "heat"; ``edges``: the graph's edge lengths, see the solver), built
+    on first use; rows kept in a shared :class:`RowCache`. The solver caches its own preprocessing
+    on disk (the "graph" edges by MMP), keyed on the mesh content."""
 
-    def __init__(self, mesh: Mesh, method: str = "graph", cache: RowCache | None = None, key: str | None = None):
-        self.mesh, self.method = mesh, method
+    def __init__(self, mesh: Mesh, method: str = "graph", cache: RowCache | None = None, key: str | None = None, edges: str = "mmp"):
+        self.mesh, self.method, self.edges = mesh, method, edges
         self.cache = cache or RowCache()
         self.key = key or f"{mesh.name}:{method}"
         self._solver = None
@@ -285,7 +291,8 @@ class SolverRows:
         if self._solver is None:
             from bodycorr.geometry.geodesic import GeodesicSolver
 
-            self._solver = GeodesicSolver(self.mesh, self.method)  # type: ignore[arg-type]
+            kwargs = {"edges": self.edges} if self.method == "graph" else {}
+            self._solver = GeodesicSolver(self.mesh, self.method, **kwargs)  # type: ignore[arg-type]
         return self._solver
 
     def rows(self, vertices: np.ndarray) -> np.ndarray:
@@ -369,85 +376,67 @@ class ModelMethod:
         return knn(source.descriptors, target.descriptors, k=1).index[:, 0]
 
 
-class RefinedModelMethod(ModelMethod):
-    """A descriptor network's nearest-neighbour map refined by non-rigid registration (Wei et al.'s
-    "CNN-S"): the source mesh is deformed onto the target from the confident matches, and the map is
-    read off the aligned surfaces. Sources that are not meshes (partial views) keep the plain map."""
+class RefinerMethod(ModelMethod):
+    """A descriptor network's nearest-neighbour map refined by a registered refiner
+    (:mod:`bodycorr.matching.refiners`, the same code ``bodycorr match --refine`` runs): each shape
+    is described and prepared by the refiner once (its eigenbasis, its fitted body; in the describe
+    workers when there are any), then every pair is refined from its plain map.
 
-    def correspond(self, source, target) -> np.ndarray:
-        from bodycorr.geometry.mesh import PointCloud
-        from bodycorr.geometry.nonrigid import refine_correspondences
-        from bodycorr.matching.correspond import match
+    Args:
+        refiner: a registered refiner name; options: its constructor's arguments.
+    """
 
-        corr = match(source.descriptors, target.descriptors, source.consistency)
-        if source.scan.kind != "mesh":
-            return corr.target
-        tgt = target.scan.mesh if target.scan.kind == "mesh" else PointCloud(target.points)
-        return refine_correspondences(source.scan.mesh, tgt, corr).target
-
-
-@dataclass(frozen=True, eq=False)
-class _Fitted:
-    described: Any
-    fit: Any
-
-
-class FittedModelMethod(ModelMethod):
-    """A descriptor network's matches to the template, refined by registering the template onto
-    each shape (mirror-aware, from the better of two rigid starts; :mod:`bodycorr.matching.fit`;
-    ``model``: ``graph``, ``body`` or ``body+graph``); pairs are mapped through the two fitted
-    templates. Works for meshes and partial views alike."""
-
-    def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None, model: str = "graph"):
+    def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None, refiner: str = "auto", **options):
         super().__init__(extractor, name, views, up)
-        self._template = None
-        self.fit_model = model
+        self.refiner_name, self.options = refiner, options
+        self._refiner = self._ctx = None
 
-    def _template_parts(self):
-        if self._template is None:
-            from bodycorr.body.template import get_template
-            from bodycorr.geometry.nonrigid import build_deformation_graph
-            from bodycorr.matching.fit import FitConfig
+    def __getstate__(self):  # workers build their own refiner and context (and their caches)
+        state = dict(self.__dict__)
+        state["_refiner"] = state["_ctx"] = None
+        return state
 
-            t = get_template()
-            nr = FitConfig().nonrigid
-            graph = None if self.fit_model == "body" else build_deformation_graph(t.mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
-            self._template = (t, self.extractor.mesh(t.mesh, self.views).descriptors, graph)
-        return self._template
+    def _parts(self):
+        if self._refiner is None:
+            from bodycorr.matching.refiners import RefineContext, get_refiner
+
+            self._refiner, self._ctx = get_refiner(self.refiner_name, **self.options), RefineContext(self.extractor, self.views)
+        return self._refiner, self._ctx
 
     def prepare(self, shape: EvalShape):
-        from bodycorr.matching.fit import FitConfig, fit_template
-        from bodycorr.matching.pipeline import depth_silhouette
-
-        d = super().prepare(shape)
-        t, tdesc, graph = self._template_parts()
-        fit = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                           target=shape.scan.mesh if shape.scan.kind == "mesh" else None, graph=graph,
-                           config=FitConfig(model=self.fit_model), body=t, silhouette=depth_silhouette(shape.scan))  # fmt: skip
-        return _Fitted(d, fit)
+        refiner, ctx = self._parts()
+        return refiner.prepare(super().prepare(shape), ctx)
 
     def correspond(self, source, target) -> np.ndarray:
-        from bodycorr.matching.fit import map_via_template
+        from bodycorr.matching.correspond import match
 
-        return map_via_template(source.described.points, source.fit, target.described.points, target.fit)[0]
+        refiner, ctx = self._parts()
+        a, b = source.described, target.described
+        initial = match(a.descriptors, b.descriptors, a.consistency, source_points=a.points)
+        return refiner.refine(source, target, initial, ctx).correspondences.target
+
+
+# method spec prefix -> (refiner, its options, label); the first four keep their earlier meaning
+REFINER_SPECS = {
+    "refine": ("register", {}, "refine"), "fit": ("template", {}, "template fit"), "body": ("body", {"model": "body"}, "body fit"),
+    "bodyfit": ("body", {}, "body + graph fit"), "spectral": ("spectral", {}, "spectral"), "auto": ("auto", {}, "auto"),
+}  # fmt: skip
 
 
 def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str | None = None) -> Method:
     """A method from a command-line spec: ``baseline:<name>`` (see :mod:`bodycorr.evaluation.baseline`),
-    a model file or training checkpoint, None or "shipped" for the shipped model, ``refine:<model file or
-    'shipped'>`` for that model's map refined by non-rigid registration of the source onto the
-    target, ``fit:<model file or 'shipped'>`` for the map through the template registered onto
-    both shapes (mirror-aware), ``body:<...>`` for the same through Anny's pose and shape fitted
-    onto both, ``bodyfit:<...>`` for the body fit followed by the deformation graph."""
-    wrapped = {
-        "refine:": (RefinedModelMethod, "refine", {}), "fit:": (FittedModelMethod, "template fit", {"model": "graph"}),
-        "body:": (FittedModelMethod, "body fit", {"model": "body"}), "bodyfit:": (FittedModelMethod, "body + graph fit", {"model": "body+graph"}),
-    }  # fmt: skip
-    for prefix, (cls, label, kwargs) in wrapped.items():
-        if spec and spec.startswith(prefix):
-            inner = spec.split(":", 1)[1]
-            base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
-            return cls(base.extractor, name=f"{base.name} + {label}", views=views, up=up, **kwargs)
+    a model file or training checkpoint, None or "shipped" for the shipped model, or
+    ``<refinement>:<model file or 'shipped'>`` for that model's map refined (:data:`REFINER_SPECS`):
+    ``spectral:`` ZoomOut anchored to the descriptors, ``auto:`` what ``bodycorr match`` does by
+    default, ``refine:`` non-rigid registration of the source onto the target, ``fit:`` through the
+    template registered onto both shapes (mirror-aware), ``body:`` the same through Anny's pose and
+    shape fitted onto both, ``bodyfit:`` the body fit followed by the deformation graph."""
+    prefix = spec.split(":", 1)[0] if spec else ""
+    if prefix in REFINER_SPECS:
+        refiner, options, label = REFINER_SPECS[prefix]
+        inner = spec.split(":", 1)[1]
+        base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
+        return RefinerMethod(base.extractor, name=f"{base.name} + {label}", views=views, up=up, refiner=refiner, **options)
     if spec == "shipped":
         spec = None
     if spec and spec.startswith("baseline:"):
@@ -492,11 +481,20 @@ class _RefIndex:
         self.n = surface.mesh.num_vertices
         self.identity = surface.ref is None
         self.vertices = surface.mesh.vertices
+        self.canonical = None
+        if surface.canonical is not None:
+            from scipy.spatial import cKDTree
+
+            self.canonical = cKDTree(np.asarray(surface.canonical, dtype=np.float64))
         if not self.identity:
             ref = np.asarray(surface.ref, dtype=np.int64)
             order = np.argsort(ref, kind="stable")
             order = order[ref[order] >= 0]
             self.order, self.sorted = order, ref[order]
+
+    def nearest(self, canonical: np.ndarray) -> np.ndarray:
+        """(N, 3) canonical points -> (N, 1) the target vertex nearest each (surfaces with canonical points)."""
+        return self.canonical.query(np.asarray(canonical, dtype=np.float64).reshape(-1, 3), workers=1)[1].astype(np.int64)[:, None]
 
     def members(self, refs: np.ndarray) -> np.ndarray:
         """(N,) reference ids -> (N, S) target vertices with that id, -1 padded (S <= MAX_TRUTH_SET)."""
@@ -586,7 +584,13 @@ class PairTruth:
         ref = np.full(len(v), -1, dtype=np.int64)
         ok = v >= 0
         ref[ok] = v[ok] if src_surface.ref is None else np.asarray(src_surface.ref)[v[ok]]
-        members = tgt_index.members(ref)
+        if (src_surface.canonical is None) != (tgt_index.canonical is None):
+            raise BodycorrError(f"pair {src.surface}->{tgt.surface}: one surface has canonical points and the other not.")
+        if tgt_index.canonical is not None:  # different topologies: the target vertex nearest the source point's canonical point
+            members = np.full((len(v), 1), -1, dtype=np.int64)
+            members[ok] = tgt_index.nearest(np.asarray(src_surface.canonical)[v[ok]])
+        else:
+            members = tgt_index.members(ref)
         cand = np.flatnonzero(members[:, 0] >= 0)
         if cand.size == 0:
             raise BodycorrError(f"pair {src.surface}->{tgt.surface}: no source point has a true counterpart on the target. "

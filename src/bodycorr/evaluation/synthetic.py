@@ -376,7 +376,7 @@ def evaluate_suite(extractor: DescriptorExtractor, config: SuiteEvalConfig = Sui
     Returns a nested dict, also written to ``out/results.json``;
     ``"_per_pair"`` holds the :class:`~bodycorr.evaluation.metrics.PairErrors` of each group.
     """
-    suite = SyntheticPairSuite(config.suite, config.max_pairs, progress, geodesic=config.geodesic)
+    suite = pair_suite(config.suite, config.max_pairs, progress, geodesic=config.geodesic)
     method = ModelMethod(extractor, name="model", views=config.views, up="z")
     cfg = HarnessConfig(kinds=tuple(config.kinds), noise=tuple(config.noise), max_points=config.points, workers=config.workers)
     res = run_benchmark(suite, [method], cfg, progress=progress)
@@ -408,3 +408,76 @@ def format_table(results: dict) -> str:
 
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) else float("nan")
+
+
+REMESHED_POINTS = 1000  # evaluated source points per pair on the remeshed suite (isotropic meshes: spread evenly by area)
+REMESHED_SUFFIX = "-remeshed"
+
+
+class RemeshedPairSuite(SyntheticPairSuite):
+    """A synthetic suite's pairs on its bodies remeshed one by one (:mod:`bodycorr.data.remeshed`):
+    every full mesh has its own connectivity and vertex placement, so no method can lean on a shared
+    vertex order. Truth through each vertex's point on the rest template
+    (:attr:`~bodycorr.evaluation.harness.Surface.canonical`); the depth views are the suite's, each
+    pixel's truth the source body's vertex nearest its template vertex; left/right through the
+    template's mirror plane (x -> -x, within 0.4 mm of its symmetry map). Errors are geodesics on each
+    target's own remeshed surface from :data:`REMESHED_POINTS` random source points per pair (the
+    same for every method)."""
+
+    def __init__(self, name: str = "synthetic-v1", max_pairs: int = 0, progress: bool = True, geodesic: str = "graph"):
+        from bodycorr.data.remeshed import load_remeshed
+        from bodycorr.evaluation.harness import RowCache
+
+        if geodesic == "template":
+            raise BodycorrError("--geodesic template: the remeshed suite is measured on each target's own surface; use graph or heat.")
+        super().__init__(name, max_pairs, progress, geodesic)
+        self.remeshed = load_remeshed(name)
+        self.name = f"{name}{REMESHED_SUFFIX}"
+        self.default_points = REMESHED_POINTS
+        how = ("3-ring graph geodesics" if geodesic == "graph" else "heat-method geodesics")
+        self.meta.update(format="synthetic-remeshed", remeshed_sha256=self.remeshed.parameters_sha256[:16],
+                         geodesic=f"each target's own remeshed surface, {how}; truth = the target vertex nearest the source point's rest-template point",
+                         symmetry={"available": True, "from": "template mirror plane (x -> -x)"})  # fmt: skip
+        self._row_cache = RowCache()
+        self._trees: dict = {}
+
+    def surface(self, name: str) -> Surface:
+        if name not in self._surfaces:
+            from scipy.spatial import cKDTree
+
+            i = self.index[name]
+            mesh, canon = self.remeshed.mesh(i), self.remeshed.canonical(i)
+            tree = cKDTree(canon)
+            self._trees[name] = tree
+            sym = tree.query(canon * np.array([-1.0, 1.0, 1.0]), workers=1)[1].astype(np.int64)
+            self._surfaces[name] = Surface(name, mesh, None, sym, np.array([0.0, 0.0, 1.0]), "z", str(self.suite.identity[i]),
+                                           canonical=canon)  # fmt: skip
+        return self._surfaces[name]
+
+    def view(self, name: str, noise: str) -> View:
+        v = super().view(name, noise)
+        self.surface(name)
+        ok = v.vertex >= 0
+        vert = np.full(len(v.vertex), -1, dtype=np.int64)
+        vert[ok] = self._trees[name].query(self.template_vertices[v.vertex[ok]], workers=1)[1]
+        return View(v.depth, v.camera, vert, v.name)
+
+    def truth_subset(self, max_points: int, seed: int) -> np.ndarray | None:
+        return None  # every pair draws its own source points (harness.select_points)
+
+    def geodesic_task(self, name: str) -> tuple | None:
+        return None
+
+    def geodesics(self, name: str):
+        from bodycorr.evaluation.harness import SolverRows
+
+        # edge lengths by unfolding: the MMP ones to 1e-7 on a body, ~9x faster (each target is used a few times)
+        return SolverRows(self.surface(name).mesh, self.geodesic, self._row_cache, key=f"{name}:{self.geodesic}", edges="unfold")
+
+
+def pair_suite(name: str = "synthetic-v1", max_pairs: int = 0, progress: bool = True, geodesic: str = "graph") -> SyntheticPairSuite:
+    """The harness suite called ``name``: a synthetic suite, or its remeshed bodies with the
+    ``-remeshed`` suffix (``synthetic-v1-remeshed``)."""
+    if name.endswith(REMESHED_SUFFIX):
+        return RemeshedPairSuite(name[: -len(REMESHED_SUFFIX)], max_pairs, progress, geodesic)
+    return SyntheticPairSuite(name, max_pairs, progress, geodesic)

@@ -128,7 +128,7 @@ def test_match_files_writes_every_output(tmp_path, model_file):
     depth = np.zeros((424, 512), np.float32)
     depth[100:300, 220:290] = 2.4
     save_depth(tmp_path / "c.png", depth)
-    opts = MatchOptions(model=str(model_file), views=8, up="z")
+    opts = MatchOptions(model=str(model_file), views=8, up="z", refine="none")
     report = match_files(str(tmp_path / "c.png"), str(tmp_path / "a.ply"), str(tmp_path / "out"), opts)
     assert "matched" in report
     out = tmp_path / "out"
@@ -145,21 +145,24 @@ def test_match_files_writes_every_output(tmp_path, model_file):
 @pytest.mark.slow
 def test_match_refinements(tmp_path, model_file):
     """--refine register deforms the source mesh onto the target; --refine template / body fit the
-    template (as a graph / as the Anny body) onto both scans and write them (a tiny untrained
-    model: outputs and shapes only)."""
+    template (as a graph / as the Anny body) onto both scans and write them; spectral and auto
+    (the default) refine two closed meshes spectrally and say so (a tiny untrained model: outputs
+    and shapes only)."""
     from bodycorr.body.template import get_template
 
     v, f = _sphere()
     save_mesh(Mesh(v * [0.3, 0.2, 0.9], f), tmp_path / "a.ply")
     save_mesh(Mesh(v * [0.32, 0.2, 0.85] + [0.1, 0, 0], f), tmp_path / "b.ply")
-    for refine in ("register", "template", "body"):
+    for refine in ("register", "template", "body", "spectral", "auto"):
         out = tmp_path / refine
         match_files(str(tmp_path / "a.ply"), str(tmp_path / "b.ply"), str(out), MatchOptions(model=str(model_file), views=4, up="z", refine=refine))
         z = np.load(out / "correspondences.npz")
         assert z["target_index"].shape == (len(v),) and z["target_index"].max() < len(v)
         assert ((z["confidence"] >= 0) & (z["confidence"] <= 1)).all()
         assert (z["cycle_m"][z["mutual"]] == 0).all() and (z["cycle_m"][~z["mutual"]] > 0).all()  # the refined map's own round trip
-        assert json.loads((out / "summary.json").read_text())["refine"] == refine
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["refine"] == refine and summary["refined_by"] == ("spectral" if refine == "auto" else refine)
+        assert summary["seconds"]["refine_pair"] >= 0
     from bodycorr.geometry.io import load_mesh
 
     for refine in ("template", "body"):
@@ -170,8 +173,11 @@ def test_match_refinements(tmp_path, model_file):
     save_depth(tmp_path / "c.png", depth)
     with pytest.raises(BodycorrError, match="must be a mesh"):
         match_files(str(tmp_path / "c.png"), str(tmp_path / "a.ply"), str(tmp_path / "o"), MatchOptions(model=str(model_file), views=4, refine="register"))
-    # a depth map's body fit gets its frame and camera (closest points from camera-facing vertices)
-    match_files(str(tmp_path / "c.png"), str(tmp_path / "b.ply"), str(tmp_path / "d"), MatchOptions(model=str(model_file), views=4, up="z", refine="body"))
+    # a depth map's body fit gets its frame and camera (closest points from camera-facing vertices);
+    # the default (auto) fits the body when a side is partial
+    match_files(str(tmp_path / "c.png"), str(tmp_path / "b.ply"), str(tmp_path / "d"), MatchOptions(model=str(model_file), views=4, up="z"))
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["refine"] == "auto" and summary["refined_by"] == "template route" and summary["refine_info"]["auto"]["source"] == "Anny fit"
     fitted = load_mesh(tmp_path / "d" / "source_template.ply")
     assert fitted.num_vertices == get_template().num_vertices and np.isfinite(fitted.vertices).all()
 
@@ -217,3 +223,24 @@ def test_flying_pixels_are_removed():
     c = remove_flying_pixels(d)
     assert c[5, 5] == 0 and c[10, 30] == 0
     assert (c[11:29, 11:29] == 2.0).all() and c[10, 10] == 2.0  # a corner keeps 3 supporting neighbours
+
+
+@pytest.mark.slow
+def test_default_refinement_takes_odd_input(tmp_path, model_file):
+    """The default refinement on what users have besides clean bodies gives a map, never a crash:
+    a mesh of two components, a few hundred cloud points, a mesh with a hole (partial: the body route)."""
+    v, f = _sphere()
+    body = Mesh(v * [0.3, 0.2, 0.9], f)
+    save_mesh(body, tmp_path / "body.ply")
+    two = Mesh(np.concatenate([body.vertices, body.vertices * 0.3 + [0.6, 0, 0]]), np.concatenate([f, f + len(v)]))
+    save_mesh(two, tmp_path / "two.ply")
+    save_point_cloud(PointCloud(body.vertices[::2][:300]), tmp_path / "few.xyz")
+    keep = body.vertices[f].mean(1)[:, 1] < 0.05  # most of the back cut away: a partial scan
+    save_mesh(Mesh(body.vertices, f[keep]), tmp_path / "holed.ply")
+    for src, expect in (("two.ply", "spectral"), ("few.xyz", "spectral"), ("holed.ply", "template route")):
+        out = tmp_path / f"out_{src}"
+        match_files(str(tmp_path / src), str(tmp_path / "body.ply"), str(out), MatchOptions(model=str(model_file), views=4, up="z"))
+        s = json.loads((out / "summary.json").read_text())
+        assert s["refined_by"] == expect, (src, s["refine_info"])
+        t = np.load(out / "correspondences.npz")["target_index"]
+        assert t.min() >= 0 and t.max() < len(v)

@@ -99,6 +99,8 @@ class TemplateFit:
         starts_tried: registrations run (distinct rigid starts, at most ``FitConfig.starts``).
         matches: matches that drove it.
         seconds: wall time.
+        body: the Anny body fit (pose, phenotypes, placement) when the model fits the body, else None;
+            ``vertices`` then add the graph's detail to it (``body+graph``) or are its own.
     """
 
     vertices: np.ndarray
@@ -106,6 +108,7 @@ class TemplateFit:
     starts_tried: int
     matches: int
     seconds: float
+    body: object | None = None
 
 
 def template_matches(points: np.ndarray, descriptors: np.ndarray, consistency: np.ndarray | None, template_descriptors: np.ndarray,
@@ -199,7 +202,7 @@ def fit_template(
                                     rigid_start=SimilarityTransform.identity())  # fmt: skip
             if np.isfinite(res.vertices).all():  # else the body fit stands
                 vertices, energy = np.asarray(res.vertices), float(res.energies[-1])
-        return TemplateFit(vertices, energy, len(starts), len(si), time.perf_counter() - t0)
+        return TemplateFit(vertices, energy, len(starts), len(si), time.perf_counter() - t0, body=kept)
     best = None
     for tr, _ in starts:
         res = register_nonrigid(template, target, si, tp, w, nr, graph=graph, alternatives=alt, rigid_start=tr)

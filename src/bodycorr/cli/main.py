@@ -63,6 +63,12 @@ def _cmd_match(a: argparse.Namespace) -> None:
     print(res)
 
 
+def _cmd_register(a: argparse.Namespace) -> None:
+    from bodycorr.matching.register import RegisterOptions, register_file
+
+    print(register_file(a.scan, a.out, RegisterOptions(model=a.model, views=a.views, up=a.up, units=a.units, intrinsics=a.intrinsics, fit=a.fit)))
+
+
 def _cmd_demo(a: argparse.Namespace) -> None:
     from bodycorr.matching.demo import run_demo, run_image_demo
     from bodycorr.matching.image import DEFAULT_IMAGE_MODEL
@@ -102,9 +108,9 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
             index_base=a.index_base, symmetry=a.symmetry, units=a.units, up=a.up, geodesic=a.geodesic,
             max_pairs=a.max_pairs, seed=a.seed))  # fmt: skip
     else:
-        from bodycorr.evaluation.synthetic import SyntheticPairSuite
+        from bodycorr.evaluation.synthetic import pair_suite
 
-        suite = SyntheticPairSuite(a.suite, a.max_pairs, geodesic=a.geodesic)
+        suite = pair_suite(a.suite, a.max_pairs, geodesic=a.geodesic)
     specs = ([a.model] if a.model or not a.compare else []) + list(a.compare or [])
     cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=tuple(a.noise.split(",")), max_points=a.points, seed=a.seed,
                         workers=a.workers)  # fmt: skip
@@ -146,6 +152,9 @@ def _cmd_release(a: argparse.Namespace) -> None:
     print(f"wrote {release(a.run, a.results, a.name, a.command, a.note)}")
 
 
+REFINERS = ["auto", "none", "spectral", "body", "template", "register"]  # bodycorr.matching.refiners' registry (a test keeps them equal)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bodycorr", description="Dense correspondences between human bodies.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -182,18 +191,34 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
     m.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
     m.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
-    m.add_argument("--refine", default="none", choices=["none", "register", "template", "body"],
-                   help="register: deform the source mesh onto the target from the matches; template: fit the body template "
-                        "onto both scans (mirror-aware) and map through it, writing the fitted templates; body: the same with "
-                        "the Anny body (pose and shape) fitted first (default: none)")  # fmt: skip
+    m.add_argument("--refine", default="auto", choices=REFINERS,
+                   help="auto (default): spectral when both scans are complete meshes or clouds; otherwise through the template, "
+                        "a partial scan via Anny fitted onto it, a complete one via a spectral map to the template; "
+                        "none: plain nearest neighbours; spectral: ZoomOut anchored to the descriptors, whole-body flips tested; "
+                        "template: fit the body template onto both scans (mirror-aware) and map through it, writing the fitted "
+                        "templates; body: the same with the Anny body (pose and shape) fitted first; register: deform the source "
+                        "mesh onto the target from the matches")  # fmt: skip
     m.set_defaults(func=_cmd_match)
+
+    rg = sub.add_parser("register", help="fit the body template onto a scan: a mesh in the template's topology, Anny's pose and shape, "
+                                         "each scan point's template coordinates, a picture of the fit")
+    rg.add_argument("scan")
+    rg.add_argument("-o", "--out", required=True)
+    rg.add_argument("--model", help="model file (default: the shipped model)")
+    rg.add_argument("--views", type=int, default=48)
+    rg.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
+    rg.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
+    rg.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
+    rg.add_argument("--fit", default="body+graph", choices=["body+graph", "body"],
+                    help="body+graph (default): Anny's pose and shape, then a deformation graph for the detail; body: Anny alone")
+    rg.set_defaults(func=_cmd_register)
 
     d = sub.add_parser("demo", help="match a noisy partial scan of one synthetic person to another person's full mesh, and map an RGB image to the template")
     d.add_argument("-o", "--out", default="out/demo")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
-    d.add_argument("--refine", choices=["none", "template", "body"], default="none",
-                   help="refine as `match --refine` does (body: fit Anny onto both scans first; about 15 s more, far fewer gross errors)")
+    d.add_argument("--refine", choices=[r for r in REFINERS if r != "register"], default="auto",
+                   help="refine as `match --refine` does (default auto: the partial source gets Anny fitted, like the target; none: the plain map)")
     d.set_defaults(func=_cmd_demo)
     tr = sub.add_parser("track", help="track the template through a depth sequence (performance capture from one camera)")
     tr.add_argument("seq", help="folder of depth images (PNG mm / NPY m, sorted by name), or 'synthetic' (engine motion with truth)")
@@ -218,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Geodesic correspondence errors (on each target's own surface, cm) of one or more methods "
                                    "on the same pairs: the synthetic suite, a folder of same-topology registrations "
                                    "(--registrations) or of meshes with ground-truth index files (--meshes).")  # fmt: skip
-    b.add_argument("--suite", default="synthetic-v1", help="synthetic suite (when no folder is given)")
+    b.add_argument("--suite", default="synthetic-v1", help="synthetic suite (when no folder is given): synthetic-v1 (bodies in the template's vertex order) or "
+                        "synthetic-v1-remeshed (the same bodies, each remeshed on its own: the honest full-mesh figures)")
     b.add_argument("--registrations", metavar="DIR", help="folder of registrations in one topology (vertex i = same point)")
     b.add_argument("--meshes", metavar="DIR", help="folder of meshes, each with a ground-truth index file (see --gt-*)")
     b.add_argument("--pairs", metavar="FILE", help="pair list: 'source target [group]' per line (default: all pairs by --name-rule)")

@@ -564,12 +564,18 @@ def test_describing_in_worker_processes_changes_nothing(reg_folder, tiny_model, 
 
 
 def test_method_specs_for_refinements(tiny_model):
-    from bodycorr.evaluation.harness import FittedModelMethod, RefinedModelMethod, make_method
+    """Every refinement spec runs a registered refiner (the one `bodycorr match --refine` runs)."""
+    from bodycorr.evaluation.harness import REFINER_SPECS, RefinerMethod, make_method
+    from bodycorr.matching.refiners import list_refiners
 
     fit = make_method(f"fit:{tiny_model}", views=4)
     ref = make_method(f"refine:{tiny_model}", views=4)
-    assert isinstance(fit, FittedModelMethod) and fit.name.endswith("+ template fit") and fit.views == 4
-    assert isinstance(ref, RefinedModelMethod) and not isinstance(ref, FittedModelMethod) and ref.name.endswith("+ refine")
+    assert isinstance(fit, RefinerMethod) and fit.refiner_name == "template" and fit.name.endswith("+ template fit") and fit.views == 4
+    assert ref.refiner_name == "register" and ref.name.endswith("+ refine")
+    assert make_method(f"body:{tiny_model}").options == {"model": "body"} and make_method(f"bodyfit:{tiny_model}").options == {}
+    assert {r for r, _, _ in REFINER_SPECS.values()} <= set(list_refiners())
+    for prefix in REFINER_SPECS:
+        assert isinstance(make_method(f"{prefix}:{tiny_model}"), RefinerMethod)
     from bodycorr.matching.pipeline import DEFAULT_MODEL
 
     if DEFAULT_MODEL.exists():

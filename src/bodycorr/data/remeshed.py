@@ -83,7 +83,7 @@ def remesh_body(mesh: Mesh, vertices: int = REMESH_VERTICES, iterations: int = 1
     try:
         import gpytoolbox as gp
     except ImportError:  # pragma: no cover - the freeze step's optional dependency
-        raise BodycorrError("remeshing needs gpytoolbox: pip install gpytoolbox (only to freeze a suite anew).") from None
+        raise BodycorrError("remeshing needs gpytoolbox: pip install -e '.[freeze]' (only to freeze a suite anew).") from None
     area = float(mesh.face_areas().sum())
     h = float(np.sqrt(area / (np.sqrt(3) / 2 * vertices)))  # an equilateral mesh of edge h has ~area / (0.87 h²) vertices
     v, f = gp.remesh_botsch(mesh.vertices, mesh.faces.astype(np.int32), iterations, h=h)

@@ -343,6 +343,11 @@ class Method(Protocol):
     def correspond(self, source: Any, target: Any) -> np.ndarray: ...
 
 
+DESCRIBED_CACHE = 64  # described shapes kept per process, shared by the methods of a run that use one network
+# (a refined method then times only its own per-shape step: "desc s" of the first method is the describing)
+_DESCRIBED: OrderedDict = OrderedDict()
+
+
 class ModelMethod:
     """A descriptor network: per-pixel descriptors for views, multi-view per-vertex descriptors for
     meshes (``views`` renders), nearest neighbours in descriptor space (as ``bodycorr match``).
@@ -360,9 +365,18 @@ class ModelMethod:
         self.extractor, self.name, self.views, self.up = extractor, name, int(views), up
 
     def prepare(self, shape: EvalShape):
-        from bodycorr.matching.pipeline import describe
+        from bodycorr.matching.describe import describe
 
-        d = describe(shape.scan, self.extractor, self.views, self.up or shape.up_hint)
+        up = self.up or shape.up_hint
+        key = (id(self.extractor), self.views, up, shape.key)
+        hit = _DESCRIBED.get(key)
+        if hit is not None and hit[0] is self.extractor:  # another method of this run described it already
+            _DESCRIBED.move_to_end(key)
+            return hit[1]
+        d = describe(shape.scan, self.extractor, self.views, up)
+        _DESCRIBED[key] = (self.extractor, d)
+        while len(_DESCRIBED) > DESCRIBED_CACHE:
+            _DESCRIBED.popitem(last=False)
         if len(d.descriptors) != len(shape.scan.points):
             raise BodycorrError(f"{shape.key}: the model described {len(d.descriptors)} points but the shape has "
                                 f"{len(shape.scan.points)}. This is a bug; report it.")  # fmt: skip

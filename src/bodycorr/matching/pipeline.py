@@ -128,6 +128,8 @@ def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = Non
 
         faces = get_template().mesh.faces
         for side, fit in zip(("source", "target"), result.fits):
+            if fit is None:
+                continue
             save_mesh(Mesh(fit.vertices, faces, name=f"template on the {side}"), out / f"{side}_template.ply")
     summary = {**result.summary(), **(extra or {})}
     write_json_atomic(out / "summary.json", summary)

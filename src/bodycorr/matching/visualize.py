@@ -15,7 +15,7 @@ def position_colours(points: np.ndarray) -> np.ndarray:
     return np.clip((points - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
 
 
-def _view(ax, points: np.ndarray, colours: np.ndarray, up: np.ndarray, title: str) -> None:
+def _view(ax, points: np.ndarray, colours: np.ndarray, up: np.ndarray, title: str):
     up = up / np.linalg.norm(up)
     c = points - points.mean(0)
     # a horizontal axis: the principal direction orthogonal to up
@@ -25,10 +25,11 @@ def _view(ax, points: np.ndarray, colours: np.ndarray, up: np.ndarray, title: st
     right /= np.linalg.norm(right)
     depth = np.cross(right, up)
     order = np.argsort(c @ depth)[::-1]  # far first, near drawn last
-    ax.scatter((c @ right)[order], (c @ up)[order], c=colours[order], s=1.5, linewidths=0)
+    sc = ax.scatter((c @ right)[order], (c @ up)[order], c=colours[order], s=1.5, linewidths=0)
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(title, fontsize=9)
+    return sc
 
 
 def side_by_side(result, path: str | Path, errors_cm: np.ndarray | None = None) -> Path:
@@ -49,9 +50,12 @@ def side_by_side(result, path: str | Path, errors_cm: np.ndarray | None = None) 
     _view(axes[1], tgt.points, tc, tgt.up, f"target ({tgt.scan.kind}): position colours")
     if errors_cm is not None:
         import matplotlib.cm as cm
+        from matplotlib.colors import Normalize
 
         ec = cm.magma_r(np.clip(errors_cm / 20.0, 0, 1))[:, :3]
-        _view(axes[2], src.points, ec, src.up, f"error (0 to 20+ cm), mean {errors_cm.mean():.1f} cm")
+        _view(axes[2], src.points, ec, src.up, f"geodesic error: mean {errors_cm.mean():.1f} cm, median {np.median(errors_cm):.1f} cm")
+        bar = fig.colorbar(cm.ScalarMappable(Normalize(0, 20), "magma_r"), ax=axes[2], fraction=0.04, pad=0.02)
+        bar.set_label("cm (20 and over: black)", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -106,5 +106,5 @@ class AutoRefiner:
         partial = [side for side, p in (("source", source), ("target", target)) if not p.data["complete"]]
         info = {"auto": {"chose": ROUTE, "why": f"a partial scan ({', '.join(partial)})",
                          "source": how[source.data["complete"]], "target": how[target.data["complete"]]}}  # fmt: skip
-        fits = tuple(p.data.get("fit") for p in (source, target))
-        return Refined(corr, ROUTE, fits if all(f is not None for f in fits) else None, info, time.perf_counter() - t0)
+        fits = tuple(p.data.get("fit") for p in (source, target))  # the partial side's Anny fit (None: a complete side)
+        return Refined(corr, ROUTE, fits, info, time.perf_counter() - t0)

@@ -61,7 +61,8 @@ class Refined:
     Attributes:
         correspondences: source -> target (one target index per source point).
         refiner: the refiner that made it (``auto`` names the one it chose).
-        fits: the template fitted onto (source, target) by template/body refiners, else None.
+        fits: the template fitted onto (source, target) by template/body refiners (an entry None
+            where that side was not fitted), else None.
         info: what the refiner decided, JSON-safe (kept start, flip test, guard), for the summary.
         seconds: time of the pair step.
     """

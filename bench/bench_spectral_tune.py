@@ -27,6 +27,8 @@ VARIANTS = {
     "fit4000": {"fit_points": 4000},
     "kinit10": {"k_init": 10},
     "kinit30": {"k_init": 30},
+    "k160": {"k_final": 160},
+    "k200fit1500": {"k_final": 200, "fit_points": 1500},
 }
 
 

@@ -29,12 +29,13 @@ class TemplateRefiner:
 
     ``model``: what deforms (:attr:`~bodycorr.matching.fit.FitConfig.model`): ``graph`` (this
     refiner's default), ``body`` or ``body+graph`` (:class:`~bodycorr.matching.refiners.body.BodyRefiner`).
+    ``select``: how the body fit keeps one of its candidates (:attr:`~bodycorr.matching.fit.FitConfig.select`).
     """
 
     name = "template"
 
-    def __init__(self, model: str = "graph"):
-        self.model = model
+    def __init__(self, model: str = "graph", select: str = "auto"):
+        self.model, self.select = model, select
 
     def _graph(self, ctx: RefineContext):
         key = "deformation_graph"
@@ -54,7 +55,7 @@ class TemplateRefiner:
         t, tdesc = ctx.template()
         d = described
         fit = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                           target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=self.model), body=t,
+                           target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=self.model, select=self.select), body=t,
                            graph=None if self.model == "body" else self._graph(ctx), silhouette=depth_silhouette(d.scan))  # fmt: skip
         return Prepared(described, fit, time.perf_counter() - t0)
 

@@ -1,0 +1,49 @@
+"""The default refinement of partial scans (``auto``: the view through Anny fitted onto it, the full
+mesh through a spectral map to the template) with each rule for keeping one body-fit candidate, on
+tuning pairs kept apart from the benchmark's (noisy Kinect view -> remeshed full mesh).
+
+Run:  .venv/bin/python bench/bench_partial_tune.py [--inter 12] [--intra 8] [--selects energy,residual,combined]
+
+Pairs: synthetic-v1-remeshed shapes, not among the 100 test pairs (bench_spectral_tune.tuning_pairs).
+Prints mean, worst pair and flips per group and rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inter", type=int, default=12)
+    ap.add_argument("--intra", type=int, default=8)
+    ap.add_argument("--selects", default="energy,residual,combined")
+    ap.add_argument("-o", "--out", default="out/partial-tune")
+    a = ap.parse_args()
+    from bench_spectral_tune import tuning_pairs
+
+    from bodycorr.evaluation.harness import HarnessConfig, RefinerMethod, make_method, run_benchmark
+    from bodycorr.evaluation.synthetic import RemeshedPairSuite
+
+    suite = RemeshedPairSuite("synthetic-v1")
+    suite.pairs = tuning_pairs(suite, a.inter, a.intra, seed=11)
+    plain = make_method("shipped")
+    methods = [plain] + [RefinerMethod(plain.extractor, name=f"auto {s}", refiner="auto", partial_select=s) for s in a.selects.split(",")]
+    res = run_benchmark(suite, methods, HarnessConfig(kinds=("partial-full",), noise=("noisy",), workers=1), a.out, progress=True)
+    print(f"{'method':20s} {'group':28s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'flip %':>7s}")
+    for m in res.methods:
+        for g, recs in res.records[m].items():
+            e = [r.errors.errors_cm.mean() for r in recs]
+            allerr = np.concatenate([r.errors.errors_cm for r in recs])
+            flips = np.concatenate([r.errors.flips for r in recs]).mean() * 100
+            print(f"{m:20s} {g:28s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {flips:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -26,7 +24,7 @@ def main() -> None:
     ap.add_argument("--selects", default="energy,residual,combined")
     ap.add_argument("-o", "--out", default="out/partial-tune")
     a = ap.parse_args()
-    from bench_spectral_tune import tuning_pairs
+    from bench_spectral_tune import print_groups, tuning_pairs
 
     from bodycorr.evaluation.harness import HarnessConfig, RefinerMethod, make_method, run_benchmark
     from bodycorr.evaluation.synthetic import RemeshedPairSuite
@@ -36,13 +34,7 @@ def main() -> None:
     plain = make_method("shipped")
     methods = [plain] + [RefinerMethod(plain.extractor, name=f"auto {s}", refiner="auto", partial_select=s) for s in a.selects.split(",")]
     res = run_benchmark(suite, methods, HarnessConfig(kinds=("partial-full",), noise=("noisy",), workers=1), a.out, progress=True)
-    print(f"{'method':20s} {'group':28s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'flip %':>7s}")
-    for m in res.methods:
-        for g, recs in res.records[m].items():
-            e = [r.errors.errors_cm.mean() for r in recs]
-            allerr = np.concatenate([r.errors.errors_cm for r in recs])
-            flips = np.concatenate([r.errors.flips for r in recs]).mean() * 100
-            print(f"{m:20s} {g:28s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {flips:7.2f}")
+    print_groups(res)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,18 @@ def tuning_pairs(suite, inter: int, intra: int, seed: int = 7) -> list:
     return [PairSpec(s.shape_name(a), s.shape_name(b), k) for k in ("inter", "intra") for a, b in out[k]]
 
 
+def print_groups(res) -> None:
+    """Mean over pairs, worst pair, median over points, flip share and median pair time, per method and group."""
+    print(f"{'method':24s} {'group':28s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'flip %':>7s} {'match s':>8s}")
+    for m in res.methods:
+        for g, recs in res.records[m].items():
+            e = [r.errors.errors_cm.mean() for r in recs]
+            allerr = np.concatenate([r.errors.errors_cm for r in recs])
+            flips = np.concatenate([r.errors.flips for r in recs]).mean() * 100
+            secs = np.median([r.errors.seconds["match"] for r in recs])
+            print(f"{m:24s} {g:28s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {flips:7.2f} {secs:8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inter", type=int, default=16)
@@ -69,15 +81,7 @@ def main() -> None:
     for v in a.variants.split(","):
         methods.append(RefinerMethod(plain.extractor, name=f"spectral {v}", refiner="spectral", config=SpectralConfig(**VARIANTS[v])))
     res = run_benchmark(suite, methods, HarnessConfig(kinds=("full-full",), workers=a.workers), a.out, progress=True)
-    print(f"{'method':24s} {'group':24s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'flip %':>7s} {'match s':>8s}")
-    for m in res.methods:
-        for g, recs in res.records[m].items():
-            e = [r.errors.errors_cm.mean() for r in recs]
-            allerr = np.concatenate([r.errors.errors_cm for r in recs])
-            flips = np.concatenate([r.errors.flips for r in recs]).mean() * 100
-            secs = np.median([r.errors.seconds["match"] for r in recs])
-            print(f"{m:24s} {g:24s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {flips:7.2f} {secs:8.2f}")
-
+    print_groups(res)
 
 if __name__ == "__main__":
     main()

@@ -152,6 +152,16 @@ def _cmd_release(a: argparse.Namespace) -> None:
     print(f"wrote {release(a.run, a.results, a.name, a.command, a.note)}")
 
 
+def _scan_options(p: argparse.ArgumentParser) -> None:
+    """The options of commands that describe scans with the depth model (match, register)."""
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--views", type=int, default=48)
+    p.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
+    p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
+    p.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
+
+
 REFINERS = ["auto", "none", "spectral", "body", "template", "register"]  # bodycorr.matching.refiners' registry (a test keeps them equal)
 
 
@@ -185,12 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("match", help="dense correspondences between two scans (mesh, point cloud or depth image)")
     m.add_argument("source")
     m.add_argument("target")
-    m.add_argument("-o", "--out", required=True)
-    m.add_argument("--model", help="model file (default: the shipped model)")
-    m.add_argument("--views", type=int, default=48)
-    m.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
-    m.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
-    m.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
+    _scan_options(m)
     m.add_argument("--refine", default="auto", choices=REFINERS,
                    help="auto (default): spectral when both scans are complete meshes or clouds; otherwise through the template, "
                         "a partial scan via Anny fitted onto it, a complete one via a spectral map to the template; "
@@ -203,12 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     rg = sub.add_parser("register", help="fit the body template onto a scan: a mesh in the template's topology, Anny's pose and shape, "
                                          "each scan point's template coordinates, a picture of the fit")
     rg.add_argument("scan")
-    rg.add_argument("-o", "--out", required=True)
-    rg.add_argument("--model", help="model file (default: the shipped model)")
-    rg.add_argument("--views", type=int, default=48)
-    rg.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
-    rg.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
-    rg.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
+    _scan_options(rg)
     rg.add_argument("--fit", default="body+graph", choices=["body+graph", "body"],
                     help="body+graph (default): Anny's pose and shape, then a deformation graph for the detail; body: Anny alone")
     rg.set_defaults(func=_cmd_register)

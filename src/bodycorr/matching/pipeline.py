@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import atomic_path, ensure_dir, save_npz_atomic, write_json_atomic, write_text_atomic
+from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_json_atomic, write_text_atomic
 from bodycorr.geometry.mesh import Mesh
 from bodycorr.matching.correspond import Correspondences, match
 from bodycorr.matching.describe import DEFAULT_MODEL, WEIGHTS_DIR, Described, describe, load_extractor  # noqa: F401 (the public API)
 from bodycorr.matching.extract import DescriptorExtractor
 from bodycorr.matching.inputs import ScanInput, load_scan
-from bodycorr.matching.refiners import RefineContext, get_refiner, list_refiners
+from bodycorr.matching.refiners import RefineContext, get_refiner
 from bodycorr.matching.refiners.template import depth_silhouette  # noqa: F401 (the public API)
 
 DEFAULT_REFINE = "auto"

@@ -20,9 +20,10 @@ VARIANTS = {
     "k200": {"k_final": 200},
     "k80": {"k_final": 80},
     "step5": {"step": 5},
-    "drift1.3": {"drift_ratio": 1.3},
-    "anchored": {"drift_ratio": 0.0},
-    "free": {"drift_ratio": float("inf")},
+    "ratio": {"drift": "ratio"},
+    "ratio1.3": {"drift": "ratio", "drift_ratio": 1.3},
+    "anchored": {"drift": "anchored"},
+    "free": {"drift": "free"},
     "anchor5": {"anchor_weight": 5.0},
     "fit4000": {"fit_points": 4000},
     "kinit10": {"k_init": 10},
@@ -66,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inter", type=int, default=16)
     ap.add_argument("--intra", type=int, default=8)
-    ap.add_argument("--variants", default="base,k200,drift1.3,anchored,free")
+    ap.add_argument("--variants", default="base,ratio,anchored,free,k200")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("-o", "--out", default="out/spectral-tune")
     a = ap.parse_args()

@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--refine", choices=[r for r in REFINERS if r != "register"], default="auto",
-                   help="refine as `match --refine` does (default auto: the partial source gets Anny fitted, like the target; none: the plain map)")
+                   help="refine as `match --refine` does (default auto: the view through Anny fitted onto it, the full mesh through "
+                        "a spectral map to the template; none: the plain map)")
     d.set_defaults(func=_cmd_demo)
     tr = sub.add_parser("track", help="track the template through a depth sequence (performance capture from one camera)")
     tr.add_argument("seq", help="folder of depth images (PNG mm / NPY m, sorted by name), or 'synthetic' (engine motion with truth)")

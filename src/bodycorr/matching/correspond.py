@@ -44,6 +44,13 @@ class Correspondences:
         return int(self.target.shape[0])
 
 
+def confidence(distance: np.ndarray, cycle: np.ndarray) -> np.ndarray:
+    """(N,) float32 exp(−(d / 0.25)²) x exp(−(c / 0.1 m)²) of descriptor distances d and round trips c
+    (:attr:`Correspondences.confidence`)."""
+    d, c = np.asarray(distance, dtype=np.float64), np.asarray(cycle, dtype=np.float64)
+    return (np.exp(-((d / DISTANCE_SCALE) ** 2)) * np.exp(-((c / ROUND_TRIP_SCALE) ** 2))).astype(np.float32)
+
+
 def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray | None = None,
           backend: str = DEFAULT_BACKEND, source_points: np.ndarray | None = None) -> Correspondences:  # fmt: skip
     """Match every source descriptor (N, D) to its nearest target descriptor (M, D).
@@ -57,7 +64,6 @@ def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray
     """
     fw, bw = nearest_both(source, target, backend=backend, backward="hit")
     d1 = fw.distance[:, 0]
-    conf = np.exp(-((d1 / DISTANCE_SCALE) ** 2))
     tgt = fw.index[:, 0]
     back = bw.index[tgt, 0]
     mutual = back == np.arange(len(tgt))
@@ -67,7 +73,9 @@ def match(source: np.ndarray, target: np.ndarray, source_consistency: np.ndarray
         if pts.shape != (len(tgt), 3):
             raise BodycorrError(f"match: source_points must be ({len(tgt)}, 3) like the source descriptors, got {pts.shape}.")
         cycle = np.linalg.norm(pts[back] - pts, axis=1).astype(np.float32)
-        conf = conf * np.exp(-((cycle / ROUND_TRIP_SCALE) ** 2))
-    elif source_consistency is not None:
-        conf = conf * np.clip(source_consistency, 0, 1)
+        conf = confidence(d1, cycle)
+    else:
+        conf = np.exp(-((d1 / DISTANCE_SCALE) ** 2))
+        if source_consistency is not None:
+            conf = conf * np.clip(source_consistency, 0, 1)
     return Correspondences(target=tgt, distance=d1, confidence=conf.astype(np.float32), mutual=mutual, cycle=cycle)

@@ -80,15 +80,11 @@ class AutoRefiner:
         ``from_template`` ((Vt,) scan point per template vertex), computed once per scan."""
         if p.data[direction] is None:
             tpl, own = self._template(ctx), p.data["spectral"]
-            if own.data is None:  # too few points for a basis: the descriptor map
-                a, b = (p.described, tpl.described) if direction == "to_template" else (tpl.described, p.described)
-                p.data[direction] = match(a.descriptors, b.descriptors).target
-            elif direction == "to_template":
-                d, t = p.described, tpl.described
-                p.data[direction] = self.spectral.map(d, own.data, t, tpl.data, match(d.descriptors, t.descriptors).target, ctx)[0]
-            else:
-                d, t = p.described, tpl.described
-                p.data[direction] = self.spectral.map(t, tpl.data, d, own.data, match(t.descriptors, d.descriptors).target, ctx)[0]
+            sides = [(p.described, own.data), (tpl.described, tpl.data)]
+            (a, sa), (b, sb) = sides if direction == "to_template" else sides[::-1]
+            start = match(a.descriptors, b.descriptors).target
+            # too few points for a basis (own.data None): the descriptor map
+            p.data[direction] = start if own.data is None else self.spectral.map(a, sa, b, sb, start, ctx)[0]
         return p.data[direction]
 
     def refine(self, source: Prepared, target: Prepared, initial: Correspondences, ctx: RefineContext) -> Refined:

@@ -120,14 +120,13 @@ def get_refiner(name: str, **options: Any) -> Refiner:
 
 
 def correspondences_from_map(target: np.ndarray, source_points: np.ndarray, target_points: np.ndarray,
-                             source_descriptors: np.ndarray, target_descriptors: np.ndarray, sigma: float = 0.02) -> Correspondences:  # fmt: skip
+                             source_descriptors: np.ndarray, target_descriptors: np.ndarray) -> Correspondences:
     """:class:`Correspondences` for a map ``target`` (N,) from a refiner: descriptor distance of each
     match, its round trip through the map's inverse (each target point's nearest mapped source
-    point), mutual flags, and confidence exp(-(d/0.25)²) x exp(-(c/0.1 m)²) as the plain map's
-    (:func:`~bodycorr.matching.correspond.match`)."""
+    point), mutual flags, and the plain map's confidence (:func:`~bodycorr.matching.correspond.confidence`)."""
     from scipy.spatial import cKDTree
 
-    from bodycorr.matching.correspond import DISTANCE_SCALE, ROUND_TRIP_SCALE
+    from bodycorr.matching.correspond import confidence
 
     t = np.asarray(target, dtype=np.int64)
     sp, tp = np.asarray(source_points, dtype=np.float64), np.asarray(target_points, dtype=np.float64)
@@ -135,6 +134,5 @@ def correspondences_from_map(target: np.ndarray, source_points: np.ndarray, targ
     # the inverse: each target point's source is the source point whose match lies nearest it
     back = cKDTree(tp[t]).query(tp, workers=1)[1]
     cyc = np.linalg.norm(sp[back[t]] - sp, axis=1)
-    conf = np.exp(-((d / DISTANCE_SCALE) ** 2)) * np.exp(-((cyc / ROUND_TRIP_SCALE) ** 2))
-    return Correspondences(target=t, distance=d.astype(np.float32), confidence=conf.astype(np.float32),
+    return Correspondences(target=t, distance=d.astype(np.float32), confidence=confidence(d, cyc),
                            mutual=back[t] == np.arange(len(t)), cycle=cyc.astype(np.float32))  # fmt: skip

@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,export]"
 	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and not torch.version.cuda else 'torch %s is not the pinned CPU build' % v)"
 	touch $@
 
@@ -32,7 +32,7 @@ bench: setup
 # re-pin after changing dependencies: a fresh venv without constraints, then its versions
 constraints:
 	rm -rf .venv-pin && python3 -m venv .venv-pin && .venv-pin/bin/pip install -q --upgrade pip
-	.venv-pin/bin/pip install -q torch==2.13.0 && .venv-pin/bin/pip install -q -e ".[dev]"
+	.venv-pin/bin/pip install -q torch==2.13.0 && .venv-pin/bin/pip install -q -e ".[dev,export]"
 	{ head -n 2 constraints.txt; .venv-pin/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
 	rm -rf .venv-pin
 

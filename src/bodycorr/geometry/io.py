@@ -34,6 +34,8 @@ class MeshData:
         face_vt: (F, 3) int64 per-corner index into ``vt``, -1 where a corner has none, or None.
         vn: (N, 3) float64 OBJ normals, or None (only with ``obj_attributes=True``).
         face_vn: (F, 3) int64 per-corner index into ``vn``, -1 where a corner has none, or None.
+        polygons: how many of the file's faces had more than 3 corners (fan-triangulated into
+            ``faces`` when read with ``triangulate=True``).
     """
 
     vertices: np.ndarray
@@ -44,6 +46,7 @@ class MeshData:
     face_vt: np.ndarray | None = None
     vn: np.ndarray | None = None
     face_vn: np.ndarray | None = None
+    polygons: int = 0
 
 
 class _Corrupt(Exception):
@@ -146,6 +149,13 @@ def load_geometry(path: str | Path, units: str = "auto", triangulate: bool = Fal
     if p.suffix.lower() in ARRAY_SUFFIXES:
         return load_point_cloud(p, units)
     d = read_mesh_data(p, triangulate=triangulate, what="geometry")
+    return geometry_from_data(d, units, p)
+
+
+def geometry_from_data(d: MeshData, units: str, path: str | Path) -> Mesh | PointCloud:
+    """What :func:`load_geometry` returns for data read by :func:`read_mesh_data`: a :class:`Mesh`
+    (metres) if it has faces, else a :class:`PointCloud`."""
+    p = Path(path)
     return _point_cloud_from(d, units, p) if d.faces.shape[0] == 0 else _mesh_from(d, units, p)
 
 
@@ -220,7 +230,7 @@ def _finalize(raw: _Raw, triangulate: bool, where: str) -> MeshData:
     if poly.any() and not triangulate:
         raise BodycorrError(
             f"{where}: the mesh is not triangular ({int(poly.sum())} of {lens.size} faces have up to {int(lens.max())} "
-            "vertices). Load it with triangulate=True, or triangulate it in your mesh tool and re-export."
+            "vertices). Triangulate it in your mesh tool and re-export it (from Python: read it with triangulate=True)."
         )
 
     def triangles(corners: np.ndarray | None) -> np.ndarray | None:
@@ -234,7 +244,7 @@ def _finalize(raw: _Raw, triangulate: bool, where: str) -> MeshData:
             raise BodycorrError(
                 f"{where}: a face refers to a missing {name} (vt/vn index out of range). The file is corrupt; re-export it."
             )
-    return MeshData(v, faces, raw.normals, raw.colors, raw.vt, face_vt, raw.vn, face_vn)
+    return MeshData(v, faces, raw.normals, raw.colors, raw.vt, face_vt, raw.vn, face_vn, int(poly.sum()))
 
 
 def _fan_triangulate(corners: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -574,7 +584,7 @@ def _parse_off(data: bytes, _obj_attributes: bool = False) -> _Raw:
 # ------------------------------------------------------------------------------------------ saving
 
 
-def save_mesh(mesh: Mesh, path: str | Path, ascii: bool = False) -> Path:
+def save_mesh(mesh: Mesh, path: str | Path, ascii: bool = False, colors: np.ndarray | None = None) -> Path:
     """Write a mesh (metres) atomically to ``.ply`` (binary little-endian unless ``ascii``), ``.obj`` or ``.off``.
 
     Vertex order and faces are kept. Coordinates round-trip exactly: binary PLY stores
@@ -583,9 +593,17 @@ def save_mesh(mesh: Mesh, path: str | Path, ascii: bool = False) -> Path:
     Args:
         mesh: vertices (V, 3) metres, faces (F, 3).
         path: output file; its extension picks the format.
+        colors: (V, 3) or (V, 4) uint8 per-vertex colours (PLY ``red green blue [alpha]``, read by
+            MeshLab, Blender, trimesh and :func:`read_mesh_data`); .ply only.
     """
     p = Path(path)
-    return write_bytes_atomic(p, _encode(p, "mesh", mesh.vertices, mesh.faces, None, None, ascii))
+    if colors is not None:
+        colors = np.asarray(colors)
+        if colors.dtype != np.uint8 or colors.shape not in ((len(mesh.vertices), 3), (len(mesh.vertices), 4)):
+            raise BodycorrError(f"mesh {p}: colors must be (V, 3) or (V, 4) uint8 with V = {len(mesh.vertices)}, got {colors.dtype} {colors.shape}.")
+        if p.suffix.lower() != ".ply":
+            raise BodycorrError(f"mesh {p}: vertex colours are written to .ply only. Use a .ply file name.")
+    return write_bytes_atomic(p, _encode(p, "mesh", mesh.vertices, mesh.faces, None, colors, ascii))
 
 
 def save_point_cloud(pc: PointCloud, path: str | Path, ascii: bool = False) -> Path:

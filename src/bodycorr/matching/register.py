@@ -144,9 +144,17 @@ def plot_registration(reg: Registration, path: str | Path, max_cm: float = 3.0) 
     return Path(path)
 
 
+def _scan_topology(d: Described) -> dict:
+    """``scan_faces`` (F, 3) int32 of a mesh scan (its points are its vertices) or ``scan_pixels`` (N, 2) of a depth map."""
+    if d.scan.kind == "mesh" and d.scan.mesh is not None and d.scan.mesh.num_vertices == len(d.points):
+        return {"scan_faces": d.scan.mesh.faces.astype(np.int32)}
+    return {"scan_pixels": d.pixels.astype(np.int32)} if d.pixels is not None else {}
+
+
 def write_registration(reg: Registration, out: str | Path) -> dict:
     """Write ``registration.ply`` (template topology), ``body.json``, ``scan_on_template.npz`` (per
-    scan point: template face, barycentrics, nearest template vertex, residual), ``fit.png`` and
+    scan point: template face, barycentrics, nearest template vertex, residual; the scan's faces or
+    pixels when it has them), ``fit.png`` and
     ``summary.json`` (last: a folder without it is incomplete)."""
     from bodycorr.geometry.io import save_mesh
 
@@ -156,7 +164,8 @@ def write_registration(reg: Registration, out: str | Path) -> dict:
     tf = reg.mesh.faces[reg.face]
     vertex = tf[np.arange(len(tf)), np.argmax(reg.bary, axis=1)]
     save_npz_atomic(out / "scan_on_template.npz", points=reg.scan.points.astype(np.float32), face=reg.face.astype(np.int32),
-                    bary=reg.bary.astype(np.float32), vertex=vertex.astype(np.int32), residual_m=reg.residual.astype(np.float32))  # fmt: skip
+                    bary=reg.bary.astype(np.float32), vertex=vertex.astype(np.int32), residual_m=reg.residual.astype(np.float32),
+                    **_scan_topology(reg.scan))  # fmt: skip
     body = body_json(reg.body) if reg.body is not None else None
     if body is not None:
         write_json_atomic(out / "body.json", body)

@@ -136,6 +136,14 @@ def _cmd_transfer(a: argparse.Namespace) -> None:
     print(run_transfer(a.source, a.target, a.out, model=a.model))
 
 
+def _cmd_view(a: argparse.Namespace) -> None:
+    from bodycorr.apps.viewer import serve
+
+    if not 0 <= a.port <= 65535:
+        raise BodycorrError(f"--port {a.port}: give a port in 0..65535 (0: any free one).")
+    serve(a.folder, port=a.port, host=a.host)
+
+
 def _cmd_benchmark_image(a: argparse.Namespace) -> None:
     from bodycorr.evaluation.surface import SurfaceBenchConfig, format_surface_table, run_surface_benchmark
 
@@ -150,6 +158,31 @@ def _cmd_release(a: argparse.Namespace) -> None:
     from bodycorr.cli.release import release
 
     print(f"wrote {release(a.run, a.results, a.name, a.command, a.note)}")
+
+
+def _cmd_export(a: argparse.Namespace) -> None:
+    if a.ply:
+        if not a.result:
+            raise BodycorrError("export --ply: give the result folder too: bodycorr export --ply OUT_DIR RESULT_DIR.")
+        if a.model or a.size or a.no_check:
+            raise BodycorrError("export --ply: --model, --size and --no-check belong to --onnx. Drop them.")
+        from bodycorr.matching.ply_export import export_result_ply
+
+        for f in export_result_ply(a.result, a.ply):
+            print(f"wrote {f}")
+        return
+    if a.result:
+        raise BodycorrError(f"export --onnx: unexpected argument {a.result!r}. Pick the network with --model FILE|depth|image; "
+                            "for coloured meshes of a result folder use --ply OUT_DIR RESULT_DIR.")  # fmt: skip
+    from bodycorr.matching.describe import DEFAULT_MODEL
+    from bodycorr.matching.image import DEFAULT_IMAGE_MODEL
+    from bodycorr.models.export import export_onnx
+
+    shipped = {None: DEFAULT_MODEL, "depth": DEFAULT_MODEL, "image": DEFAULT_IMAGE_MODEL}
+    model = a.model if a.model not in shipped or (a.model and Path(a.model).is_file()) else shipped[a.model]
+    if a.model in shipped and not Path(model).is_file():
+        raise BodycorrError(f"export --onnx: no shipped model at {model}. Pass a model file with --model runs/NAME/model.pt.")
+    print(export_onnx(model, a.onnx, size=a.size, verify=not a.no_check))
 
 
 def _scan_options(p: argparse.ArgumentParser) -> None:
@@ -290,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--model", help="image model file (default: the shipped model)")
     tf.set_defaults(func=_cmd_transfer)
 
+    vw = sub.add_parser("view", help="an interactive 3-D viewer in the browser for an output folder of match, register, track, image or demo")
+    vw.add_argument("folder", help="output folder (the demo's: its image/ sub-folder is shown too)")
+    vw.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken; 0: any free one)")
+    vw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    vw.set_defaults(func=_cmd_view)
+
     bi = sub.add_parser("benchmark-image", help="measure image-to-template maps on synthetic test people (2D accuracy, GPS AP/AR, temporal consistency)")
     bi.add_argument("--model", help="image model file (default: the shipped model; with --compare: listed first)")
     bi.add_argument("--compare", nargs="+", metavar="MODEL", help="several image model files side by side")
@@ -307,6 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--command", default="", help="the training command(s) as run, when not the plain 'bodycorr train --config NAME'")
     r.add_argument("--note", default="", help="a paragraph for the card (e.g. how the run was continued)")
     r.set_defaults(func=_cmd_release)
+
+    x = sub.add_parser("export", help="export a network to ONNX, or a result folder to coloured PLY meshes",
+                       description="--onnx FILE: the depth or image network as an ONNX graph (dynamic batch, height and width; "
+                                   "the input normalisation and the image decoding inside), checked against PyTorch in "
+                                   "onnxruntime before it is written (needs the 'export' extra). --ply OUT_DIR RESULT_DIR: "
+                                   "coloured PLY meshes of a match, demo, register or image folder, both sides in one "
+                                   "correspondence colour code, for MeshLab or Blender.")  # fmt: skip
+    xg = x.add_mutually_exclusive_group(required=True)
+    xg.add_argument("--onnx", metavar="FILE", help="write the network to FILE (.onnx)")
+    xg.add_argument("--ply", metavar="OUT_DIR", help="write coloured PLY files of RESULT_DIR to OUT_DIR")
+    x.add_argument("result", nargs="?", metavar="RESULT_DIR", help="with --ply: the -o folder of match, demo, register or image")
+    x.add_argument("--model", help="with --onnx: a model file, or 'depth' (default) / 'image' for the shipped depth / image model")
+    x.add_argument("--size", type=int, help="with --onnx: the working size checked (default: the model's training size)")
+    x.add_argument("--no-check", action="store_true", help="with --onnx: skip the onnxruntime parity check")
+    x.set_defaults(func=_cmd_export)
     return p
 
 

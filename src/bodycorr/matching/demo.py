@@ -51,7 +51,7 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, model: str | None = No
     stats = {"mean_cm": float(e.mean()), "median_cm": float(np.median(e)), "within_5cm_pct": float((e < 5).mean() * 100),
              "within_10cm_pct": float((e < 10).mean() * 100), "gross_20cm_pct": float((e > 20).mean() * 100),
              "pixels_with_truth": int(ok.sum())}  # fmt: skip
-    summary = write_outputs(res, out, {"error_vs_truth": stats})
+    summary = write_outputs(res, out, {"error_vs_truth": stats}, arrays={"error_cm": err})  # NaN: no truth at that pixel
     side_by_side(res, out / "matches_error.png", errors_cm=np.nan_to_num(err, nan=0.0))
     save_depth(out / "source_depth.png", suite.depth_noisy[a])
     save_mesh(mesh, out / "target.ply")

@@ -250,7 +250,7 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
         with atomic_path(out / name) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
     summary = {
-        "image": str(path), "size": list(rgb.shape[:2]), "model": str(model or DEFAULT_IMAGE_MODEL),
+        "image": str(path), "size": list(rgb.shape[:2]), "model": str(model or DEFAULT_IMAGE_MODEL), "code": mapper.code.method,
         "person_pixels": int(corr.silhouette.sum()), "empty": not bool(corr.silhouette.any()),
         "mean_confidence": float(corr.confidence[corr.silhouette].mean()) if corr.silhouette.any() else 0.0,
         "seconds": round(seconds, 3),

@@ -106,15 +106,20 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
     return MatchResult(a, b, r.correspondences, t_match, refine, r.fits, r.refiner, r.info, seconds)
 
 
-def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = None) -> dict:
-    """Write ``correspondences.npz``, ``correspondences.txt``, ``matches.png`` and ``summary.json``."""
+def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = None, arrays: dict | None = None) -> dict:
+    """Write ``correspondences.npz``, ``correspondences.txt``, ``matches.png`` and ``summary.json``.
+
+    The npz also holds ``source_faces`` / ``target_faces`` ((F, 3) int32) for a mesh side (its
+    points are its vertices), and ``arrays`` (e.g. the demo's per-source-point ``error_cm``)."""
     out = ensure_dir(out)
     c = result.correspondences
+    faces = {f"{side}_faces": d.scan.mesh.faces.astype(np.int32) for side, d in (("source", result.source), ("target", result.target))
+             if d.scan.kind == "mesh" and d.scan.mesh is not None and d.scan.mesh.num_vertices == len(d.points)}  # fmt: skip
     save_npz_atomic(out / "correspondences.npz", source_points=result.source.points.astype(np.float32),
                     target_points=result.target.points.astype(np.float32), target_index=c.target,
                     confidence=c.confidence, mutual=c.mutual, descriptor_distance=c.distance,
                     **({"cycle_m": c.cycle} if c.cycle is not None else {}),
-                    **({"source_pixels": result.source.pixels} if result.source.pixels is not None else {}))  # fmt: skip
+                    **({"source_pixels": result.source.pixels} if result.source.pixels is not None else {}), **faces, **(arrays or {}))  # fmt: skip
     lines = ["# source_index target_index confidence mutual"]
     lines += [f"{i} {j} {w:.4f} {int(m)}" for i, (j, w, m) in enumerate(zip(c.target, c.confidence, c.mutual))]
     write_text_atomic(out / "correspondences.txt", "\n".join(lines) + "\n")

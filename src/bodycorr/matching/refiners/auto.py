@@ -31,8 +31,8 @@ ROUTE = "template route"  # Refined.refiner of a pair that met on the template
 class AutoRefiner:
     """Two complete scans: :class:`~bodycorr.matching.refiners.spectral.SpectralRefiner` directly.
     Otherwise the pair meets on the template. A partial scan (a depth view, an open mesh) has no
-    whole-body eigenbasis to match, so Anny is fitted onto it (pose and shape, mirror-aware, then
-    the deformation graph: :class:`~bodycorr.matching.refiners.body.BodyRefiner`) and its points take
+    whole-body eigenbasis to match, so Anny is fitted onto it (pose and shape, mirror-aware:
+    :class:`~bodycorr.matching.refiners.body.BodyRefiner`, without the graph step) and its points take
     the template vertex they lie on. A complete side facing it needs no fit: it is mapped to and
     from the template spectrally (the template as the other shape), which on complete meshes is far
     tighter than a fitted body (synthetic-v1, full-full inter: body fit 9.6 cm, spectral 2.7). What
@@ -41,18 +41,30 @@ class AutoRefiner:
 
     name = "auto"
 
-    def __init__(self, partial_select: str = "residual"):
+    def __init__(self, partial_select: str = "residual", partial_model: str = "body", partial_iterations: int = 400):
         """``partial_select``: how the body fit of a partial scan keeps one of its candidates
         (:attr:`~bodycorr.matching.fit.FitConfig.select`). ``residual`` (scan-to-body distance, over
         2 rigid starts x 2 mirror penalties): on 12 + 8 tuning pairs outside the benchmark's
         (noisy view -> remeshed full mesh, ``bench/bench_partial_tune.py``) it gave 7.3 / 7.0 cm
         (worst pair 15.4 / 11.8), ``combined`` 7.9 / 7.0, ``energy`` (the body refiner's choice for
         views, from the fits' vertex error on 30 tuning views: 6.8 cm against 7.4) 10.1 / 10.2
-        (worst 26.4 / 32.8); the correspondences, not the vertex error, are what this refiner delivers."""
+        (worst 26.4 / 32.8); the correspondences, not the vertex error, are what this refiner delivers.
+
+        ``partial_model``, ``partial_iterations``: what is fitted to a partial scan and for how many
+        Adam steps. ``body`` (Anny's bones and phenotypes alone), 400 steps: the deformation graph
+        after the body fit holds the scan closer (1.3 cm against 1.5-1.8 mean scan-to-body distance)
+        but slides the template along it, and the points then take the wrong template vertices; 120
+        steps stop short of the pose on bent and raised limbs. On the noisy views of 12 tuning pairs
+        (``bench/bench_partial_tune.py --inter 8 --intra 4 --variants residual/body+graph/120,residual``),
+        each view's points to the template, against the truth (rest-template distance): body+graph
+        120 steps 4.30 cm (1.9 % over 20 cm), body 120 steps 4.48, body+graph 240 4.24, body 240 3.75,
+        body 400 **3.52** (1.6 %); the pairs' errors on the target surface: inter 7.91 -> **6.55 cm**
+        (worst pair 15.4 -> 14.5), intra 5.09 -> **4.63** (worst 7.5 -> 6.7)."""
+        from bodycorr.body.articulated import PoseFitConfig
         from bodycorr.matching.refiners.body import BodyRefiner
         from bodycorr.matching.refiners.spectral import SpectralConfig, SpectralRefiner
 
-        self.body = BodyRefiner(select=partial_select)
+        self.body = BodyRefiner(partial_model, partial_select, PoseFitConfig(iterations=partial_iterations))
         self.spectral = SpectralRefiner()
         self.template_spectral = SpectralRefiner(SpectralConfig(max_points=14000))  # the template's own mesh Laplacian
 

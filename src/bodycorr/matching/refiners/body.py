@@ -11,5 +11,5 @@ class BodyRefiner(TemplateRefiner):
 
     name = "body"
 
-    def __init__(self, model: str = "body+graph", select: str = "auto"):
-        super().__init__(model, select)
+    def __init__(self, model: str = "body+graph", select: str = "auto", pose=None):
+        super().__init__(model, select, pose)

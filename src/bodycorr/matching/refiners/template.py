@@ -30,12 +30,13 @@ class TemplateRefiner:
     ``model``: what deforms (:attr:`~bodycorr.matching.fit.FitConfig.model`): ``graph`` (this
     refiner's default), ``body`` or ``body+graph`` (:class:`~bodycorr.matching.refiners.body.BodyRefiner`).
     ``select``: how the body fit keeps one of its candidates (:attr:`~bodycorr.matching.fit.FitConfig.select`).
+    ``pose``: the body fit's settings (:class:`~bodycorr.body.articulated.PoseFitConfig`; None: its defaults).
     """
 
     name = "template"
 
-    def __init__(self, model: str = "graph", select: str = "auto"):
-        self.model, self.select = model, select
+    def __init__(self, model: str = "graph", select: str = "auto", pose=None):
+        self.model, self.select, self.pose = model, select, pose
 
     def _graph(self, ctx: RefineContext):
         key = "deformation_graph"
@@ -48,14 +49,19 @@ class TemplateRefiner:
             ctx._cache[key] = build_deformation_graph(t.mesh, nr.num_nodes, nr.node_sampling, nr.nearest_nodes, nr.seed)
         return ctx._cache[key]
 
+    def _config(self):
+        from bodycorr.matching.fit import FitConfig
+
+        return FitConfig(model=self.model, select=self.select, **({} if self.pose is None else {"pose": self.pose}))
+
     def prepare(self, described: Described, ctx: RefineContext) -> Prepared:
-        from bodycorr.matching.fit import FitConfig, fit_template
+        from bodycorr.matching.fit import fit_template
 
         t0 = time.perf_counter()
         t, tdesc = ctx.template()
         d = described
         fit = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
-                           target=d.scan.mesh if d.scan.kind == "mesh" else None, config=FitConfig(model=self.model, select=self.select), body=t,
+                           target=d.scan.mesh if d.scan.kind == "mesh" else None, config=self._config(), body=t,
                            graph=None if self.model == "body" else self._graph(ctx), silhouette=depth_silhouette(d.scan))  # fmt: skip
         return Prepared(described, fit, time.perf_counter() - t0)
 

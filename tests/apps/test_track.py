@@ -61,8 +61,10 @@ def test_track_skips_bad_frames_and_writes_outputs(seq, template, tiny_extractor
     truth4 = np.concatenate([truth[:1], truth[:1], truth[1:2], truth[2:3]])
     m = evaluate_track(res, truth4)
     assert m["tracked"] == 2 and m["per_frame_cm"][1] is None and np.isfinite(m["mean_cm"])
+    (tmp_path / "frame_0009.ply").write_text("a longer, older run's last frame")
     paths = write_track_outputs(res, tmp_path, m)
-    assert sorted(p.name for p in tmp_path.glob("frame_*.ply")) == [f"frame_{i:04d}.ply" for i in range(4)]
+    assert sorted(p.name for p in tmp_path.glob("frame_*.ply")) == [f"frame_{i:04d}.ply" for i in range(4)]  # the old frame 9 is gone
+    assert not (tmp_path / ".incomplete").exists()
     assert paths["errors"].exists() and paths["gif"].stat().st_size > 0
 
     from PIL import Image

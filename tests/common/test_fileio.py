@@ -71,3 +71,55 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
+
+
+def test_check_output_dir_fails_fast_and_creates_nothing(tmp_path):
+    from bodycorr.common.fileio import check_output_dir, check_output_file
+
+    assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []  # the probe file is gone too
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file", tmp_path / "file" / "sub", tmp_path / "file" / "sub" / "deeper"):
+        with pytest.raises(BodycorrError, match="is a file") as e:
+            check_output_dir(bad)
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(BodycorrError, match="is a file"):
+        check_output_file(tmp_path / "file" / "x.onnx")
+    with pytest.raises(BodycorrError, match="is a folder"):
+        check_output_file(tmp_path)
+    assert check_output_file(tmp_path / "new" / "x.onnx") == tmp_path / "new" / "x.onnx" and not (tmp_path / "new").exists()
+
+
+def test_output_run_never_mixes_two_runs(tmp_path):
+    """An earlier run's files of the kinds a run writes are deleted when it starts; the marker says
+    'incomplete' until it ends, and stays when it fails; other files are left alone."""
+    from bodycorr.common.fileio import RUN_MARKER, output_run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("summary.json", "frame_0000.ply", "frame_0041.ply", "notes.txt"):
+        (out / name).write_text("old")
+    with output_run(out, ("summary.json", "frame_[0-9][0-9][0-9][0-9].ply")) as folder:
+        assert folder == out and (out / RUN_MARKER).exists()
+        assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "notes.txt"]
+        (out / "summary.json").write_text("new")
+        with output_run(out, ("matches.png",)):  # a writer inside a larger job: one run, one marker
+            (out / "matches.png").write_text("new")
+        assert (out / RUN_MARKER).exists()
+    assert not (out / RUN_MARKER).exists() and (out / "notes.txt").read_text() == "old"
+    with pytest.raises(RuntimeError):
+        with output_run(out, ("summary.json",)):
+            raise RuntimeError("the run failed")
+    assert (out / RUN_MARKER).exists() and not (out / "summary.json").exists() and (out / "matches.png").exists()
+    with output_run(out):  # the next run clears the marker when it ends
+        pass
+    assert not (out / RUN_MARKER).exists()
+
+
+def test_file_sha256(tmp_path):
+    import hashlib
+
+    from bodycorr.common.fileio import file_sha256
+
+    (tmp_path / "f").write_bytes(b"abc" * 1_000_000)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(b"abc" * 1_000_000).hexdigest()

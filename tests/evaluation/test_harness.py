@@ -324,6 +324,20 @@ def test_cli_compare_on_a_folder_with_bad_input(reg_folder, tiny_model, tmp_path
     assert doc["methods"]["baseline:rigid-nn"]["groups"]["full-full/pairs/clean"]["pairs"] == 2
     assert len(doc["errors"]) == 2
     assert all((out / f).exists() for f in ("cumulative.png", "pairs_sorted.png", "heatmap.png"))
+    # which model file the figures are of ('bodycorr release' checks it): its sha256; baselines have none
+    from bodycorr.common.fileio import file_sha256
+
+    assert doc["meta"]["models"] == {str(tiny_model): {"file": str(tiny_model), "sha256": file_sha256(tiny_model)}}
+
+
+def test_an_image_model_is_not_a_benchmark_method(tmp_path):
+    from bodycorr.evaluation.harness import make_method
+    from bodycorr.models import tiny_overrides
+
+    save_model_file(create_model("bodymap_unet", **tiny_overrides("bodymap_unet")), tmp_path / "bm.pt")
+    with pytest.raises(BodycorrError, match="an image model") as e:
+        make_method(str(tmp_path / "bm.pt"))
+    assert "bm.pt" in str(e.value)
 
 
 def test_cli_bad_options_are_one_line(reg_folder, tmp_path, capsys):

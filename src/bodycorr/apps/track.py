@@ -30,6 +30,7 @@ from bodycorr.body.anny_model import PHENOTYPES
 from bodycorr.body.articulated import PoseFitConfig, fit_pose
 from bodycorr.body.template import Template
 from bodycorr.common.errors import BodycorrError
+from bodycorr.common.fileio import check_output_dir, output_run
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.geometry.nonrigid import NonRigidConfig, build_deformation_graph, register_nonrigid, rigid_starts
@@ -567,6 +568,16 @@ def write_track_outputs(result: TrackResult, out_dir: str | Path, metrics: dict 
                         gif_every: int = 2, gif_px: int = 320, fps: float = 5.0) -> dict[str, Path]:  # fmt: skip
     """Write ``frame_%04d.ply`` per frame, ``errors.png`` (when ``metrics`` from :func:`evaluate_track`
     are given), ``track.gif`` and ``track.json`` (status, seconds, metrics). Returns the paths."""
+    with output_run(out_dir, TRACK_OUTPUTS) as out:
+        return _write_track_outputs(result, out, metrics, gif_every, gif_px, fps)
+
+
+#: What :func:`write_track_outputs` writes: a rerun deletes the older run's (a longer sequence's
+#: extra frames, a synthetic run's error plot) first.
+TRACK_OUTPUTS = ("frame_[0-9][0-9][0-9][0-9].ply", "frame_[0-9][0-9][0-9][0-9][0-9].ply", "errors.png", "track.gif", "track.json")
+
+
+def _write_track_outputs(result: TrackResult, out: Path, metrics: dict | None, gif_every: int, gif_px: int, fps: float) -> dict[str, Path]:
     import json
 
     import matplotlib
@@ -577,8 +588,6 @@ def write_track_outputs(result: TrackResult, out_dir: str | Path, metrics: dict 
 
     from bodycorr.geometry.io import save_mesh
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for t in range(len(result.vertices)):
         save_mesh(result.mesh(t), out / f"frame_{t:04d}.ply")
@@ -692,6 +701,7 @@ def run_track(seq: str, out: str | Path, model: str | None = None, frames: int |
     if phenotypes == "truth" and seq != "synthetic":
         raise BodycorrError("--phenotypes truth: only a synthetic sequence knows its person's shape. Give 6 values or leave it out.")
     ph = None if phenotypes == "truth" else parse_phenotypes(phenotypes)
+    check_output_dir(out)  # before the frames are tracked, not after
     truth, true_ph = None, None
     if seq == "synthetic":
         depths, camera, truth, true_ph = synthetic_sequence(frames or 20, seed=seed, noise=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -130,12 +131,11 @@ def run_transfer(source: str, target: str, out_dir: str, model: str | None = Non
     Writes ``transfer.png`` (B repainted), ``side_by_side.png`` (A, B, result), ``texture.png``
     (A's appearance in the template's UV atlas) and ``texture_vertices.npy`` ((Vt, 3) colours).
     """
-    from PIL import Image
-
-    from bodycorr.common.fileio import atomic_path, ensure_dir, write_json_atomic
+    from bodycorr.common.fileio import check_output_dir, output_run
     from bodycorr.matching.image import load_mapper, read_image
 
     a, b = read_image(source), read_image(target)
+    check_output_dir(out_dir)  # before the model and the work
     mapper = load_mapper(model)
     ca, cb = mapper(a), mapper(b)
     for name, c in ((source, ca), (target, cb)):
@@ -143,7 +143,16 @@ def run_transfer(source: str, target: str, out_dir: str, model: str | None = Non
             raise BodycorrError(f"transfer: no person found in {name}. Give an image with a person in it.")
     tex = texture_from_image(a, ca)
     result = paint(b, cb, tex)
-    out = ensure_dir(out_dir)
+    with output_run(out_dir, ("transfer.png", "side_by_side.png", "texture.png", "texture_vertices.npy", "summary.json")) as out:
+        return _write_transfer(out, source, target, a, b, ca, cb, tex, result, texture_size)
+
+
+def _write_transfer(out: Path, source: str, target: str, a: np.ndarray, b: np.ndarray, ca, cb, tex, result: np.ndarray,
+                    texture_size: int) -> dict:  # fmt: skip
+    from PIL import Image
+
+    from bodycorr.common.fileio import atomic_path, write_json_atomic
+
     h = max(a.shape[0], b.shape[0])
 
     def pad(x: np.ndarray) -> np.ndarray:

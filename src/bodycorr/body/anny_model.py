@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from bodycorr.common.quiet import init_warp
 
 PHENOTYPES: tuple[str, ...] = ("gender", "age", "muscle", "weight", "height", "proportions")
 
@@ -38,10 +39,7 @@ class BodyModel:
     """
 
     def __init__(self, device: str = "cpu"):
-        os.environ.setdefault("WARP_LOG_LEVEL", "error")
-        import warp as wp
-
-        wp.config.log_level = wp.LOG_WARNING  # before anny initialises warp: no banner on stdout
+        init_warp()  # before anny initialises warp: no banner on stdout, no CUDA-driver warning on stderr
         import anny  # heavy import, kept local
         self.device = torch.device(device)
         self._anny = anny.Anny().to(dtype=torch.float32, device=self.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -51,8 +52,21 @@ def _cmd_train(a: argparse.Namespace) -> None:
         from bodycorr.training.surface import train_surface as train
     else:
         from bodycorr.training.loop import train
-    rec = train(cfg, a.out or f"runs/{cfg.name}", resume=not a.no_resume)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
+    out = a.out or f"runs/{cfg.name}"
+    rec = train(cfg, out, resume=not a.no_resume)
+    _emit(a, _train_report(rec, out), {k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
+
+
+def _train_report(rec: dict, out: str) -> str:
+    parts = [f"trained to step {rec['step']}" if "step" in rec else "nothing left to train"]
+    if "total" in rec:
+        parts.append(f"loss {rec['total']:.3f}")
+    if "val_mean_cm" in rec:
+        parts.append(f"validation: mean {rec['val_mean_cm']:.1f} cm, median {rec['val_median_cm']:.1f} cm, {rec['val_gross_pct']:.1f} % over 20 cm")
+    if "val_geo_mean_cm" in rec:
+        parts.append(f"validation: geodesic mean {rec['val_geo_mean_cm']:.1f} cm, median {rec['val_geo_median_cm']:.1f} cm, "
+                     f"silhouette {rec['val_sil_acc_pct']:.1f} %")  # fmt: skip
+    return ", ".join(parts) + f"; model in {Path(out) / 'model.pt'}, log in {Path(out) / 'log.jsonl'}"
 
 
 def _cmd_match(a: argparse.Namespace) -> None:
@@ -60,22 +74,25 @@ def _cmd_match(a: argparse.Namespace) -> None:
 
     res = match_files(a.source, a.target, a.out, MatchOptions(model=a.model, views=a.views, up=a.up, units=a.units,
                                                                 intrinsics=a.intrinsics, refine=a.refine))  # fmt: skip
-    print(res)
+    _emit(a, res, lambda: _read_json(Path(a.out) / "summary.json"))
 
 
 def _cmd_register(a: argparse.Namespace) -> None:
     from bodycorr.matching.register import RegisterOptions, register_file
 
-    print(register_file(a.scan, a.out, RegisterOptions(model=a.model, views=a.views, up=a.up, units=a.units, intrinsics=a.intrinsics, fit=a.fit)))
+    res = register_file(a.scan, a.out, RegisterOptions(model=a.model, views=a.views, up=a.up, units=a.units, intrinsics=a.intrinsics, fit=a.fit))
+    _emit(a, res, lambda: _read_json(Path(a.out) / "summary.json"))
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
     from bodycorr.matching.demo import run_demo, run_image_demo
     from bodycorr.matching.image import DEFAULT_IMAGE_MODEL
 
-    print(run_demo(a.out, seed=a.seed, model=a.model, refine=a.refine))
+    text = [run_demo(a.out, seed=a.seed, model=a.model, refine=a.refine)]
     if DEFAULT_IMAGE_MODEL.exists():
-        print(run_image_demo(a.out, seed=a.seed))
+        text.append(run_image_demo(a.out, seed=a.seed))
+    _emit(a, "\n".join(text), lambda: {"match": _read_json(Path(a.out) / "summary.json"),
+                                        "image": _read_json(Path(a.out) / "image" / "summary.json") if len(text) > 1 else None})  # fmt: skip
 
 
 def _cmd_track(a: argparse.Namespace) -> None:
@@ -91,7 +108,8 @@ def _cmd_track(a: argparse.Namespace) -> None:
     if a.smoothing is not None:
         cfg = replace(cfg, smoothing=a.smoothing)
     cfg.check()
-    print(run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes))
+    res = run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes)
+    _emit(a, res, lambda: _read_json(Path(a.out) / "track.json"))
 
 
 def _cmd_benchmark(a: argparse.Namespace) -> None:
@@ -126,14 +144,20 @@ def _cmd_image(a: argparse.Namespace) -> None:
 
     res = run_image(a.image, a.out, model=a.model)
     if res["empty"]:
-        print(f"no person found in {a.image}: wrote an empty silhouette to {a.out}")
-    print(res)
+        text = f"no person found in {a.image}: wrote an empty silhouette to {a.out}"
+    else:
+        text = (f"mapped {res['person_pixels']} person pixels of {a.image} ({res['size'][1]}x{res['size'][0]}) to the template, "
+                f"mean confidence {res['mean_confidence']:.2f}, {res['seconds']:.2f} s; outputs in {a.out}")  # fmt: skip
+    _emit(a, text, res)
 
 
 def _cmd_transfer(a: argparse.Namespace) -> None:
     from bodycorr.apps.transfer import run_transfer
 
-    print(run_transfer(a.source, a.target, a.out, model=a.model))
+    res = run_transfer(a.source, a.target, a.out, model=a.model)
+    text = (f"painted the person of {a.source} onto the person of {a.target} ({res['source_pixels']} and {res['target_pixels']} "
+            f"person pixels; {res['texture_coverage'] * 100:.0f} % of the template seen in {a.source}); outputs in {a.out}")  # fmt: skip
+    _emit(a, text, res)
 
 
 def _cmd_view(a: argparse.Namespace) -> None:
@@ -195,6 +219,22 @@ def _scan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
 
 
+def _json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the machine-readable summary (JSON) instead of the short report")
+
+
+def _emit(a: argparse.Namespace, text: str, data) -> None:
+    """Print the short human report, or with ``--json`` the summary (``data``: a dict, or a function giving one)."""
+    if getattr(a, "json", False):
+        print(json.dumps(data() if callable(data) else data, indent=2, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 REFINERS = ["auto", "none", "spectral", "body", "template", "register"]  # bodycorr.matching.refiners' registry (a test keeps them equal)
 
 
@@ -223,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-resume", action="store_true")
+    _json_option(t)
     t.set_defaults(func=_cmd_train)
 
     m = sub.add_parser("match", help="dense correspondences between two scans (mesh, point cloud or depth image)")
@@ -236,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "template: fit the body template onto both scans (mirror-aware) and map through it, writing the fitted "
                         "templates; body: the same with the Anny body (pose and shape) fitted first; register: deform the source "
                         "mesh onto the target from the matches")  # fmt: skip
+    _json_option(m)
     m.set_defaults(func=_cmd_match)
 
     rg = sub.add_parser("register", help="fit the body template onto a scan: a mesh in the template's topology, Anny's pose and shape, "
@@ -244,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scan_options(rg)
     rg.add_argument("--fit", default="body+graph", choices=["body+graph", "body"],
                     help="body+graph (default): Anny's pose and shape, then a deformation graph for the detail; body: Anny alone")
+    _json_option(rg)
     rg.set_defaults(func=_cmd_register)
 
     d = sub.add_parser("demo", help="match a noisy partial scan of one synthetic person to another person's full mesh, and map an RGB image to the template")
@@ -253,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--refine", choices=[r for r in REFINERS if r != "register"], default="auto",
                    help="refine as `match --refine` does (default auto: the view through Anny fitted onto it, the full mesh through "
                         "a spectral map to the template; none: the plain map)")
+    _json_option(d)
     d.set_defaults(func=_cmd_demo)
     tr = sub.add_parser("track", help="track the template through a depth sequence (performance capture from one camera)")
     tr.add_argument("seq", help="folder of depth images (PNG mm / NPY m, sorted by name), or 'synthetic' (engine motion with truth)")
@@ -271,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--smoothing", type=float,
                     help="weight of the previous output in each frame's output, in [0, 1) (default 0.3; 0: each frame's own fit); "
                          "the fits themselves never see another frame")  # fmt: skip
+    _json_option(tr)
     tr.set_defaults(func=_cmd_track)
 
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",
@@ -314,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("image", help="PNG or JPEG image")
     im.add_argument("-o", "--out", required=True, help="output folder (correspondence.npz/.png, overlay.png, silhouette.png, summary.json)")
     im.add_argument("--model", help="image model file (default: the shipped model)")
+    _json_option(im)
     im.set_defaults(func=_cmd_image)
 
     tf = sub.add_parser("transfer", help="paint person A's appearance onto person B through the template (texture transfer)")
@@ -321,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("target", help="image B (pose and shape)")
     tf.add_argument("-o", "--out", required=True, help="output folder (transfer.png, side_by_side.png, texture.png)")
     tf.add_argument("--model", help="image model file (default: the shipped model)")
+    _json_option(tf)
     tf.set_defaults(func=_cmd_transfer)
 
     vw = sub.add_parser("view", help="an interactive 3-D viewer in the browser for an output folder of match, register, track, image or demo")
@@ -364,10 +411,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What each command reads and writes (argument -> noun for messages), checked before any library
+# import or work: a mistyped or unwritable path fails in a second with one line, not after minutes.
+_OUT_DIRS = {cmd: ("out",) for cmd in ("generate", "train", "match", "register", "demo", "track", "benchmark", "image", "transfer",
+                                        "benchmark-image")} | {"export": ("ply",)}  # fmt: skip
+_OUT_FILES = {"generate": ("preview",), "export": ("onnx",)}
+_IN_FILES = {
+    "match": (("model", "model file"), ("source", "input"), ("target", "input"), ("intrinsics", "intrinsics")),
+    "register": (("model", "model file"), ("scan", "input"), ("intrinsics", "intrinsics")),
+    "demo": (("model", "model file"),), "track": (("model", "model file"), ("intrinsics", "intrinsics")),
+    "image": (("model", "image model file"), ("image", "image")),
+    "transfer": (("model", "image model file"), ("source", "image"), ("target", "image")),
+    "benchmark-image": (("model", "image model file"),), "benchmark": (("pairs", "pair list"), ("symmetry", "symmetry file")),
+    "release": (("results", "benchmark results"),),
+}  # fmt: skip
+_IN_DIRS = {"benchmark": (("registrations", "mesh folder"), ("meshes", "mesh folder"), ("gt_dir", "ground-truth folder")),
+            "release": (("run", "training run folder"),)}  # fmt: skip
+
+
+def _precheck(a: argparse.Namespace) -> None:
+    """One line for a missing input or an output that cannot be written, before the command starts."""
+    from bodycorr.common.errors import check_readable
+    from bodycorr.common.fileio import check_output_dir, check_output_file
+
+    for attr, what in _IN_FILES.get(a.cmd, ()):
+        if getattr(a, attr, None):
+            check_readable(getattr(a, attr), what)
+    for attr, what in _IN_DIRS.get(a.cmd, ()):
+        d = getattr(a, attr, None)
+        if d and not Path(d).is_dir():
+            raise BodycorrError(f"{what} {d}: {'not a folder' if Path(d).exists() else 'no such folder'}. Check the path.")
+    for attr in _OUT_DIRS.get(a.cmd, ()):
+        if getattr(a, attr, None):
+            check_output_dir(getattr(a, attr))
+    for attr in _OUT_FILES.get(a.cmd, ()):
+        if getattr(a, attr, None):
+            check_output_file(getattr(a, attr))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WARP_LOG_LEVEL", "error")
     args = build_parser().parse_args(argv)
     try:
+        _precheck(args)
         args.func(args)
     except BodycorrError as e:
         print(f"bodycorr: error: {e}", file=sys.stderr)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bodycorr.common.errors import BodycorrError, check_readable
-from bodycorr.common.fileio import write_text_atomic
+from bodycorr.common.fileio import check_output_dir, file_sha256, write_text_atomic
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -62,14 +63,60 @@ def _lineage(run: Path, cfg: dict) -> list[tuple[Path, dict, list]]:
             raise BodycorrError(f"run {run}: the init chain is longer than 20 runs (a loop?).")
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a plain file name for the shipped files (``<name>.pt``, ``<name>.md`` in the
+    package's weights folder): letters, digits, ``.``, ``_``, ``-``; no ``/``, no ``..``, no leading dot."""
+    if not (_PLAIN_NAME.fullmatch(name or "") and ".." not in name and len(name) <= 64):
+        raise BodycorrError(f"release --name {name!r}: give a plain file name (letters, digits, '.', '_', '-'; no '/', no '..', "
+                            "not starting with a dot; at most 64 characters), e.g. depth-unet.")  # fmt: skip
+    return name
+
+
+def _read_results(results: str | Path) -> dict:
+    p = check_readable(results, "benchmark results")
+    try:
+        res = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BodycorrError(f"benchmark results {p}: not valid JSON ({str(e).splitlines()[0][:80]}). Give the results.json a benchmark wrote.") from None
+    if not isinstance(res, dict):
+        raise BodycorrError(f"benchmark results {p}: not a benchmark's results.json. Give the results.json a benchmark wrote.")
+    return res
+
+
+def _measured_model(res: dict, results: str | Path, model: Path, digest: str) -> None:
+    """One line unless the depth results' figures (the first method's) were measured on ``model``."""
+    order = res.get("method_order") or []
+    rec = ((res.get("meta") or {}).get("models") or {}).get(order[0] if order else None)
+    if not rec or not rec.get("sha256"):
+        raise BodycorrError(f"benchmark results {results}: they do not record which model file was measured (an older bodycorr, or "
+                            f"a baseline listed first), so they cannot be checked against {model}. Rerun "
+                            f"'bodycorr benchmark --model {model} -o DIR' and pass DIR/results.json.")  # fmt: skip
+    if rec["sha256"] != digest:
+        raise BodycorrError(f"benchmark results {results}: measured on model file {rec.get('file')} (sha256 {rec['sha256'][:12]}...), "
+                            f"not on {model} (sha256 {digest[:12]}...). Benchmark this run's model: "
+                            f"'bodycorr benchmark --model {model} -o DIR', and pass DIR/results.json.")  # fmt: skip
+
+
 def release(run: str | Path, results: str | Path, name: str = "depth-unet", command: str = "", note: str = "") -> Path:
-    """Copy ``run/model.pt`` to ``bodycorr/weights/<name>.pt`` and write ``<name>.md`` (the card)."""
+    """Copy ``run/model.pt`` to ``bodycorr/weights/<name>.pt`` and write ``<name>.md`` (the card).
+
+    ``name`` must be a plain file name (:func:`check_name`), and ``results`` must have been measured
+    on this very model file: its sha256, which ``bodycorr benchmark`` and ``benchmark-image`` record,
+    must match the file's.
+    """
+    check_name(name)
+    check_output_dir(WEIGHTS, "the package's weights folder")  # an installed, read-only package fails here, before the work
     run = Path(run)
     model = check_readable(run / "model.pt", "model file")
     cfg = json.loads(check_readable(run / "config.json", "run config").read_text())
-    res = json.loads(check_readable(results, "benchmark results").read_text())
+    res = _read_results(results)
+    digest = file_sha256(model)
     if cfg.get("task") == "surface":
-        return release_surface(run, model, cfg, res, name, command, note)
+        return release_surface(run, model, cfg, res, name, command, note, results=results, digest=digest)
+    _measured_model(res, results, model, digest)
     chain = _lineage(run, cfg)
     log = chain[-1][2]
     size_mb = model.stat().st_size / 2**20
@@ -132,16 +179,27 @@ sample by area, so AEa = AE there).
     return WEIGHTS / f"{name}.md"
 
 
-def release_surface(run: Path, model: Path, cfg: dict, res: dict, name: str, command: str = "", note: str = "") -> Path:
-    """Ship an image-to-surface (BodyMap) model with its card; ``res`` is ``bodycorr benchmark-image`` output."""
+def release_surface(run: Path, model: Path, cfg: dict, res: dict, name: str, command: str = "", note: str = "",
+                    results: str | Path = "results.json", digest: str | None = None) -> Path:  # fmt: skip
+    """Ship an image-to-surface (BodyMap) model with its card; ``res`` is ``bodycorr benchmark-image``
+    output, whose row for this model (by the file's sha256) is the card's."""
+    check_name(name)
+    digest = digest or file_sha256(model)
+    mine = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("model_sha256") == digest]
+    if not mine:
+        measured = ", ".join(f"{r.get('model')} (sha256 {str(r.get('model_sha256') or 'not recorded')[:12]})"
+                             for r in res.get("results") or [] if isinstance(r, dict)) or "no model"  # fmt: skip
+        raise BodycorrError(f"benchmark results {results}: no figures for model file {model} (sha256 {digest[:12]}...); they "
+                            f"measured {measured}. Run 'bodycorr benchmark-image --model {model} -o DIR' and pass DIR/results.json.")  # fmt: skip
+    if not (run / "log.jsonl").is_file():
+        check_readable(run / "log.jsonl", "run log")
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     if not log:
         raise BodycorrError(f"run {run}: log.jsonl is empty; nothing was trained.")
     size_mb = model.stat().st_size / 2**20
     if size_mb > 20:
         raise BodycorrError(f"model file {model}: {size_mb:.1f} MB, over the 20 MB limit for a shipped model.")
-    rows = [r for r in res["results"] if Path(r["model"]).resolve() == model.resolve()] or res["results"][:1]
-    r = rows[0]
+    r = mine[0]
     others = [x for x in res["results"] if x is not r]
     every = cfg.get("log_every", 25)
     wall = sum(every * cfg["batch_size"] / x["img_per_s"] for x in log if x.get("img_per_s"))

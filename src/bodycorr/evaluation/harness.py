@@ -93,7 +93,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from bodycorr.common.cache import content_hash
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import atomic_path, ensure_dir, write_json_atomic
+from bodycorr.common.fileio import atomic_path, check_output_dir, output_run, write_json_atomic
 from bodycorr.evaluation.metrics import GROSS_CM, PairErrors, auc, cumulative_curve, summarize
 from bodycorr.geometry.camera import Camera
 from bodycorr.geometry.mesh import Mesh
@@ -360,6 +360,8 @@ class ModelMethod:
     """
 
     parallel_prepare = True  # the harness may describe shapes in worker processes (HarnessConfig.workers)
+    model_file: str | None = None  # the model file and its sha256, recorded in results.json (make_method sets them)
+    model_sha256: str | None = None
 
     def __init__(self, extractor, name: str = "model", views: int = 48, up: str | None = None):
         self.extractor, self.name, self.views, self.up = extractor, name, int(views), up
@@ -450,24 +452,33 @@ def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str 
         refiner, options, label = REFINER_SPECS[prefix]
         inner = spec.split(":", 1)[1]
         base = make_method(None if inner in ("", "shipped") else inner, views, device, up)
-        return RefinerMethod(base.extractor, name=f"{base.name} + {label}", views=views, up=up, refiner=refiner, **options)
+        m = RefinerMethod(base.extractor, name=f"{base.name} + {label}", views=views, up=up, refiner=refiner, **options)
+        m.model_file, m.model_sha256 = base.model_file, base.model_sha256
+        return m
     if spec == "shipped":
         spec = None
     if spec and spec.startswith("baseline:"):
         from bodycorr.evaluation.baseline import get_baseline
 
         return get_baseline(spec.split(":", 1)[1])
+    from bodycorr.common.fileio import file_sha256
+    from bodycorr.matching.describe import DEFAULT_MODEL, check_depth_model
     from bodycorr.matching.pipeline import load_extractor
 
     if not spec:
-        return ModelMethod(load_extractor(None, device), name="shipped model", views=views, up=up)
+        m = ModelMethod(load_extractor(None, device), name="shipped model", views=views, up=up)
+        m.model_file, m.model_sha256 = str(DEFAULT_MODEL), file_sha256(DEFAULT_MODEL)
+        return m
     from bodycorr.matching.extract import DescriptorExtractor
     from bodycorr.models.io import load_model_file, read_torch_file
 
     # input size: the model file's meta, else a training checkpoint's view config, else 128
     d = read_torch_file(spec, "model file")
+    check_depth_model(d, spec)
     size = (d.get("meta") or {}).get("size") or ((d.get("config") or {}).get("view") or {}).get("size") or 128
-    return ModelMethod(DescriptorExtractor(load_model_file(spec, device), size=int(size), device=device), name=spec, views=views, up=up)
+    m = ModelMethod(DescriptorExtractor(load_model_file(spec, device), size=int(size), device=device), name=spec, views=views, up=up)
+    m.model_file, m.model_sha256 = str(spec), file_sha256(spec)  # results.json records it: 'bodycorr release' checks it
+    return m
 
 
 def make_methods(specs: list[str | None], views: int = 48, device: str = "cpu", up: str | None = None) -> list[Method]:
@@ -905,6 +916,8 @@ class _Runner:
         meta["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
         views = sorted({int(m.views) for m in self.methods if hasattr(m, "views")})
         meta["views"] = views[0] if len(views) == 1 else (views or None)
+        meta["models"] = {m.name: {"file": m.model_file, "sha256": m.model_sha256}
+                          for m in self.methods if getattr(m, "model_sha256", None)}  # fmt: skip
         return BenchmarkResult(self.suite.name, [m.name for m in self.methods], records,
                                list(self.suite.issues) + self.issues, meta, group_keys)  # fmt: skip
 
@@ -1097,6 +1110,8 @@ def run_benchmark(suite: PairSuite, methods: list[Method], config: HarnessConfig
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise BodycorrError(f"benchmark: method names must be unique, got {names}.")
+    if out is not None:
+        check_output_dir(out)  # before the pairs, not after them
     result = _Runner(suite, methods, config).run(progress)
     if out is not None:
         write_report(result, out)
@@ -1179,16 +1194,20 @@ def format_issues(result: BenchmarkResult) -> str:
 
 
 def write_report(result: BenchmarkResult, out: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``cumulative.png``, ``pairs_sorted.png`` and ``heatmap.png`` to ``out``."""
-    out = ensure_dir(out)
-    paths = {"json": write_json_atomic(out / "results.json", result_json(result))}
-    if any(result.records[m][g] for m in result.methods for g in result.groups):
-        paths["cumulative"] = plot_cumulative_compare(result, out / "cumulative.png")
-        paths["pairs_sorted"] = plot_sorted_pairs_compare(result, out / "pairs_sorted.png")
-        p = plot_error_heatmap(result, out / "heatmap.png")
-        if p is not None:
-            paths["heatmap"] = p
+    """Write ``results.json``, ``cumulative.png``, ``pairs_sorted.png`` and ``heatmap.png`` to ``out``
+    (an older run's files of these names are deleted first: a plot this run does not draw is not left behind)."""
+    with output_run(out, BENCHMARK_OUTPUTS) as out:
+        paths = {"json": write_json_atomic(out / "results.json", result_json(result))}
+        if any(result.records[m][g] for m in result.methods for g in result.groups):
+            paths["cumulative"] = plot_cumulative_compare(result, out / "cumulative.png")
+            paths["pairs_sorted"] = plot_sorted_pairs_compare(result, out / "pairs_sorted.png")
+            p = plot_error_heatmap(result, out / "heatmap.png")
+            if p is not None:
+                paths["heatmap"] = p
     return paths
+
+
+BENCHMARK_OUTPUTS = ("results.json", "cumulative.png", "pairs_sorted.png", "heatmap.png")
 
 
 def _figure(n: int, w: float = 5.0, h: float = 4.0):

@@ -16,7 +16,7 @@ from bodycorr.body.surface_code import SurfaceCode, get_surface_code
 from bodycorr.body.template import get_template
 from bodycorr.common.cache import cached_arrays, content_hash
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import atomic_path, ensure_dir, write_json_atomic
+from bodycorr.common.fileio import atomic_path, check_output_dir, file_sha256, output_run, write_json_atomic
 from bodycorr.data.images import ImageConfig, ImageViewGenerator
 from bodycorr.evaluation.surface_metrics import gps_ap_ar, gps_scores, temporal_consistency, template_geodesic_fn, window_accuracy
 from bodycorr.matching.image import DEFAULT_IMAGE_MODEL, load_image_model
@@ -133,7 +133,7 @@ def evaluate_surface_model(path: str | Path, cfg: SurfaceBenchConfig, progress: 
         main_pred.append(pred[i])
     apar = gps_ap_ar(gps_all, det_all)
     res: dict[str, Any] = {
-        "model": str(path),
+        "model": str(path), "model_sha256": file_sha256(path),  # 'bodycorr release' checks the results are this file's
         "size": cfg.size,
         "images": int(len(pred)),
         "acc_5px_pct": 100 * _weighted(acc[5]),
@@ -200,17 +200,19 @@ def _examples_png(results: list[dict[str, Any]], code: SurfaceCode, path: Path) 
 
 
 def run_surface_benchmark(models: list[str], cfg: SurfaceBenchConfig, out_dir: str | Path) -> list[dict[str, Any]]:
-    """Evaluate image models side by side; writes ``results.json`` and ``examples.png`` in ``out_dir``."""
-    out = ensure_dir(out_dir)
-    paths = [m for m in models] or [str(DEFAULT_IMAGE_MODEL)]
-    results = []
+    """Evaluate image models side by side (None or an empty list: the shipped model); writes
+    ``results.json`` and ``examples.png`` in ``out_dir``."""
+    check_output_dir(out_dir)  # before the evaluation, not after it
+    paths = [str(m) if m else str(DEFAULT_IMAGE_MODEL) for m in models] or [str(DEFAULT_IMAGE_MODEL)]
     for m in paths:
-        if not Path(m).exists():
-            raise BodycorrError(f"image model {m}: no such file. Train one with 'bodycorr train --config bodymap-small'.")
-        results.append(evaluate_surface_model(m, cfg))
-    _examples_png(results, get_surface_code("position"), out / "examples.png")  # pictures: the smooth position rainbow
-    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
-    write_json_atomic(out / "results.json", {"config": asdict(cfg), "results": clean})
+        if not Path(m).is_file():
+            fix = "The package ships none: pass --model FILE" if m == str(DEFAULT_IMAGE_MODEL) else "Check the path"
+            raise BodycorrError(f"image model {m}: no such file. {fix}, or train one with 'bodycorr train --config bodymap-small'.")
+    results = [evaluate_surface_model(m, cfg) for m in paths]
+    with output_run(out_dir, ("results.json", "examples.png")) as out:
+        _examples_png(results, get_surface_code("position"), out / "examples.png")  # pictures: the smooth position rainbow
+        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+        write_json_atomic(out / "results.json", {"config": asdict(cfg), "results": clean})
     return clean
 
 

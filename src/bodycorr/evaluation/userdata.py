@@ -368,7 +368,7 @@ def render_view(mesh: Mesh, camera: Camera, noise: str = "clean", rng: np.random
 
 def _load(path: Path, units: str) -> tuple[Mesh, str]:
     """A mesh in metres and the units its file was in; declared units must give a body-sized mesh."""
-    d = read_mesh_data(path)
+    d = read_mesh_data(path, triangulate=True)  # quads and polygons: fan-triangulated (vertices, and so the truth, unchanged)
     u = resolve_units(d.vertices, units, f"mesh {path}")
     m = Mesh(to_metres(d.vertices, u), d.faces, name=str(path))
     e = extent(m.vertices)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def _intrinsics_problem(fx, fy, cx, cy, width, height) -> str | None:
             return f"{k} must be a finite number, got {val!r}"
     if fx <= 0 or fy <= 0:
         return f"focal lengths must be positive, got fx={fx:g}, fy={fy:g}"
+    if fx < 1 or fy < 1:  # a pinhole camera with a focal length under a pixel sees almost 180 degrees: not a depth camera
+        return f"focal lengths must be positive, in pixels (at least 1), got fx={fx:g}, fy={fy:g}"
     for k, val in (("width", width), ("height", height)):
         if val != int(val) or not 0 < val <= MAX_IMAGE_SIZE:
             return f"{k} must be a whole number of pixels in 1..{MAX_IMAGE_SIZE}, got {val:g}"
@@ -156,7 +159,9 @@ def load_intrinsics(path: str | Path, size: tuple[int, int] | None = None) -> In
         vals = [d[k] for k in _KEYS]
     else:
         try:
-            K = np.loadtxt(p, dtype=np.float64, ndmin=2)
+            with warnings.catch_warnings():  # a file of only comments: "input contained no data", refused below
+                warnings.simplefilter("ignore", UserWarning)
+                K = np.loadtxt(p, dtype=np.float64, ndmin=2)
         except ValueError as e:
             detail = str(e).splitlines()[0][:80]
             raise BodycorrError(f"{where}: cannot read a 3x3 matrix ({detail}). Write K as 3 lines of 3 numbers.") from None

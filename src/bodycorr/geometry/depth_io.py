@@ -45,10 +45,9 @@ def load_depth(path: str | Path, units: str = "auto") -> np.ndarray:
     if suffix == ".png":
         arr = _read_png(p, where)
     elif suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError):
-            raise BodycorrError(f"{where}: not a valid .npy array file. Save it with numpy.save as an (H, W) array.") from None
+        from bodycorr.geometry.io import read_npy
+
+        arr = read_npy(p, "depth map", "Save it with numpy.save as an (H, W) array.")
     else:
         raise BodycorrError(f"{where}: unknown format {suffix or '(no extension)'!r}. Use .png (16-bit, mm) or .npy (metres).")
     if arr.ndim == 3 and arr.shape[2] == 1:

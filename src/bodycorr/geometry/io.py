@@ -196,11 +196,33 @@ def _read_point_array(p: Path) -> np.ndarray:
 
 
 def _load_npy(p: Path, what: str) -> np.ndarray:
-    """np.load without pickles; a file that is not a plain .npy array raises one line."""
+    return read_npy(p, what, "Save it with numpy.save as a plain numeric array.")
+
+
+def read_npy(path: str | Path, what: str, fix: str) -> np.ndarray:
+    """``np.load`` of a plain ``.npy`` array (no pickles) that never crashes: a broken header, a
+    header promising more data than the file holds (read before anything is allocated), an object
+    array or a truncated file raise one line, ``"<what> <path>: ... <fix>"``."""
+    p = check_readable(path, what)
+    fmt = np.lib.format
+    try:
+        with open(p, "rb") as fh:
+            version = fmt.read_magic(fh)
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = header(fh)
+            offset = fh.tell()
+    except Exception as e:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, tokenize errors, ...
+        raise BodycorrError(f"{what} {p}: not a valid .npy array file ({type(e).__name__}). {fix}") from None
+    if dtype.hasobject:
+        raise BodycorrError(f"{what} {p}: the .npy file holds Python objects, not numbers. {fix}")
+    need = int(np.prod([int(n) for n in shape], dtype=object)) * dtype.itemsize
+    have = p.stat().st_size - offset
+    if need > have:
+        raise BodycorrError(f"{what} {p}: the .npy header promises {need} bytes of data but the file holds {have}; it is truncated. {fix}")
     try:
         return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        raise BodycorrError(f"{what} {p}: not a valid .npy array file. Save it with numpy.save as a plain numeric array.") from None
+    except Exception as e:  # noqa: BLE001
+        raise BodycorrError(f"{what} {p}: not a valid .npy array file ({type(e).__name__}). {fix}") from None
 
 
 def _check_finite(v: np.ndarray, where: str, noun: str) -> None:
@@ -332,8 +354,13 @@ def _parse_ply(data: bytes, _obj_attributes: bool = False) -> _Raw:
     vert = found["vertex"]
     if not {"x", "y", "z"} <= vert.keys():
         raise _Corrupt("its vertex element has no x, y, z properties")
-    xyz = np.stack([np.asarray(vert[c], np.float64) for c in "xyz"], axis=1)
-    normals = np.stack([vert[c].astype(np.float64) for c in ("nx", "ny", "nz")], axis=1) if {"nx", "ny", "nz"} <= vert.keys() else None
+    normals = None
+    with np.errstate(invalid="ignore"):  # a signalling NaN in the file (refused below, by _finalize, for x y z)
+        xyz = np.stack([np.asarray(vert[c], np.float64) for c in "xyz"], axis=1)
+        if {"nx", "ny", "nz"} <= vert.keys():
+            normals = np.stack([vert[c].astype(np.float64) for c in ("nx", "ny", "nz")], axis=1)
+    if normals is not None and not np.isfinite(normals).all():  # optional data: broken normals are dropped, not trusted
+        normals = None
     colors = None
     cnames = [c for c in ("red", "green", "blue", "alpha") if c in vert]
     if cnames[:3] == ["red", "green", "blue"]:
@@ -358,7 +385,7 @@ def _ply_ascii_element(rows: list[str], props: list[_Prop], name: str) -> dict:
         if vals.size != len(rows) * len(props):
             raise _Corrupt(f"a {name} line does not have {len(props)} values")
         vals = vals.reshape(len(rows), len(props))
-        return {p.name: vals[:, i].astype(p.type) for i, p in enumerate(props)}
+        return {p.name: _ply_cast(vals[:, i], p.type, name) for i, p in enumerate(props)}
     tokens = [r.split() for r in rows]
     widths = {len(t) for t in tokens}
     if len(widths) == 1:  # fast path: every row has the same layout (e.g. all triangles)
@@ -366,13 +393,13 @@ def _ply_ascii_element(rows: list[str], props: list[_Prop], name: str) -> dict:
         col = 0
         for p in props:
             if p.count_type is None:
-                out[p.name] = arr[:, col].astype(p.type)
+                out[p.name] = _ply_cast(arr[:, col], p.type, name)
                 col += 1
                 continue
-            n = arr[:, col].astype(np.int64)
+            n = _ply_cast(arr[:, col], "i8", name)
             if (n != n[0]).any():
                 break  # same width but different layouts: use the slow path
-            out[p.name] = (arr[:, col + 1 : col + 1 + n[0]].astype(p.type).ravel(), n)
+            out[p.name] = (_ply_cast(arr[:, col + 1 : col + 1 + n[0]], p.type, name).ravel(), n)
             col += 1 + int(n[0])
         else:
             if col == arr.shape[1]:
@@ -392,15 +419,26 @@ def _ply_ascii_element(rows: list[str], props: list[_Prop], name: str) -> dict:
                 pos += 1 + n
         if pos != len(t):
             raise _Corrupt(f"a {name} line has extra values")
-    return {p.name: _ply_collect(rows_vals[p.name], p) for p in props}
+    return {p.name: _ply_collect(rows_vals[p.name], p, name) for p in props}
 
 
-def _ply_collect(vals: list, p: _Prop):
+def _ply_cast(x: np.ndarray, t: str, name: str) -> np.ndarray:
+    """Values read from text as float64 -> PLY type ``t``; an integer property holding NaN, inf or
+    a value outside its type's range is corrupt (a cast would make up an index)."""
+    if np.dtype(t).kind in "iu":
+        info = np.iinfo(t)
+        ok = np.isfinite(x) & (x >= info.min) & (x <= info.max)
+        if not ok.all():
+            raise _Corrupt(f"a {name} value {float(x[~ok].flat[0])!r} is not an integer of the declared type")
+    return x.astype(t)
+
+
+def _ply_collect(vals: list, p: _Prop, name: str = "element"):
     if p.count_type is None:
-        return np.array(vals, dtype=np.float64).astype(p.type)
+        return _ply_cast(np.array(vals, dtype=np.float64), p.type, name)
     lens = np.array([len(v) for v in vals], dtype=np.int64)
     flat = [x for v in vals for x in v]
-    return np.array(flat, dtype=np.float64).astype(p.type), lens
+    return _ply_cast(np.array(flat, dtype=np.float64), p.type, name), lens
 
 
 def _ply_binary_element(data: bytes, offset: int, count: int, props: list[_Prop], name: str, bo: str) -> tuple[dict, int]:

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from bodycorr.body.template import get_template
-from bodycorr.common.fileio import ensure_dir
+from bodycorr.common.fileio import check_output_dir, output_run
 from bodycorr.data.remeshed import load_remeshed
 from bodycorr.data.suite import load_suite
 from bodycorr.geometry.depth_io import save_depth
@@ -30,7 +30,7 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, model: str | None = No
     (default ``auto``: the source is a partial view, so Anny's pose and shape are fitted onto both
     first, about 15 s more; ``none``: the plain map).
     """
-    out = ensure_dir(out)
+    out = check_output_dir(out)  # before the work
     suite = load_suite("synthetic-v1")
     a, b = (int(x) for x in suite.inter[seed % len(suite.inter)])
     extractor = load_extractor(model)
@@ -51,10 +51,11 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, model: str | None = No
     stats = {"mean_cm": float(e.mean()), "median_cm": float(np.median(e)), "within_5cm_pct": float((e < 5).mean() * 100),
              "within_10cm_pct": float((e < 10).mean() * 100), "gross_20cm_pct": float((e > 20).mean() * 100),
              "pixels_with_truth": int(ok.sum())}  # fmt: skip
-    summary = write_outputs(res, out, {"error_vs_truth": stats}, arrays={"error_cm": err})  # NaN: no truth at that pixel
-    side_by_side(res, out / "matches_error.png", errors_cm=np.nan_to_num(err, nan=0.0))
-    save_depth(out / "source_depth.png", suite.depth_noisy[a])
-    save_mesh(mesh, out / "target.ply")
+    with output_run(out, ("matches_error.png", "source_depth.png", "target.ply")):  # with write_outputs': one run
+        summary = write_outputs(res, out, {"error_vs_truth": stats}, arrays={"error_cm": err})  # NaN: no truth at that pixel
+        side_by_side(res, out / "matches_error.png", errors_cm=np.nan_to_num(err, nan=0.0))
+        save_depth(out / "source_depth.png", suite.depth_noisy[a])
+        save_mesh(mesh, out / "target.ply")
     t = summary["seconds"]
     how = "plain nearest neighbours" if refine == "none" else (
         f"refine {refine} -> {res.refined_by}, {t.get('refine_prepare', 0) + t.get('refine_pair', 0):.1f} s")
@@ -74,12 +75,13 @@ def run_image_demo(out: str | Path = "out/demo", seed: int = 0, model: str | Non
     from bodycorr.data.images import ImageConfig, ImageViewGenerator
     from bodycorr.matching.image import run_image
 
-    out = ensure_dir(out)
+    out = check_output_dir(out)
     gen = ImageViewGenerator(ImageConfig(size=size, views_per_body=1, poses_per_identity=1, multi_person_share=0.0), "test", seed + 303)
     view = gen.views_of_body(0)[0]
-    with atomic_path(out / "image_input.png") as tmp:
-        Image.fromarray(view.rgb).save(tmp, format="PNG")
-    summary = run_image(out / "image_input.png", out / "image", model=model)
+    with output_run(out, ("image_input.png",)):
+        with atomic_path(out / "image_input.png") as tmp:
+            Image.fromarray(view.rgb).save(tmp, format="PNG")
+        summary = run_image(out / "image_input.png", out / "image", model=model)
     with np.load(out / "image" / "correspondence.npz") as z:
         pred, sil = z["vertex"].astype(np.int64), z["silhouette"]
     truth = np.where(view.instance == 0, view.template_vertex, -1)

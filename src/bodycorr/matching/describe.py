@@ -48,9 +48,27 @@ def load_extractor(model: str | None = None, device: str = "cpu") -> DescriptorE
     path = Path(model) if model else DEFAULT_MODEL
     if not model and not path.exists():
         raise BodycorrError(f"no shipped model at {path}. Train one with 'bodycorr train' and pass --model runs/NAME/model.pt.")
+    d = read_torch_file(path, "model file")
+    check_depth_model(d, path)
     net = load_model_file(path, device)
-    meta = read_torch_file(path, "model file").get("meta", {})
-    return DescriptorExtractor(net, size=int(meta.get("size", 128)), device=device)
+    return DescriptorExtractor(net, size=int(d.get("meta", {}).get("size", 128)), device=device)
+
+
+def check_depth_model(d: dict, path: str | Path) -> None:
+    """One line if model file ``path`` (its dict ``d``, from :func:`read_torch_file`) holds an image
+    (RGB-to-surface) network where a depth descriptor network is needed."""
+    from bodycorr.models.registry import model_task
+
+    entry = d.get("model", d)
+    name = entry.get("name") if isinstance(entry, dict) else None
+    try:
+        task = model_task(name) if isinstance(name, str) else None
+    except BodycorrError:  # an unknown architecture: load_model_file says so
+        return
+    if task == "surface":
+        raise BodycorrError(f"model file {path}: an image model ({name!r}: RGB image to the template), not a depth model. "
+                            "Use it with 'bodycorr image' or 'bodycorr transfer'; here leave --model out (the shipped depth "
+                            "model) or pass a depth model (runs/NAME/model.pt from a depth config).")  # fmt: skip
 
 
 def describe(scan: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto") -> Described:

@@ -229,16 +229,28 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
     """
     import time
 
-    from PIL import Image
-
-    from bodycorr.common.fileio import atomic_path, ensure_dir, save_npz_atomic, write_json_atomic
+    from bodycorr.common.fileio import check_output_dir, output_run
 
     rgb = read_image(path)
-    out = ensure_dir(out_dir)
+    check_output_dir(out_dir)
     mapper = load_mapper(model, device)
     t0 = time.perf_counter()
     corr = mapper(rgb)
     seconds = time.perf_counter() - t0
+    with output_run(out_dir, IMAGE_OUTPUTS) as out:
+        return _write_image_outputs(out, path, rgb, corr, mapper, model, seconds)
+
+
+#: What :func:`run_image` writes (a rerun deletes the older run's first).
+IMAGE_OUTPUTS = ("correspondence.npz", "correspondence.png", "overlay.png", "silhouette.png", "summary.json")
+
+
+def _write_image_outputs(out: Path, path: str | Path, rgb: np.ndarray, corr: ImageCorrespondence, mapper: ImageMapper,
+                         model: str | None, seconds: float) -> dict:  # fmt: skip
+    from PIL import Image
+
+    from bodycorr.common.fileio import atomic_path, save_npz_atomic, write_json_atomic
+
     save_npz_atomic(out / "correspondence.npz", vertex=corr.vertex.astype(np.int32), face=corr.face.astype(np.int32), bary=corr.bary,
                     uv=corr.uv, silhouette=corr.silhouette, confidence=corr.confidence, colour=corr.colour.astype(np.float16))  # fmt: skip
     pictures = {

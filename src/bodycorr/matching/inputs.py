@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,8 @@ class ScanInput:
         mesh: the mesh (kind "mesh").
         depth: (H, W) metres (kind "depth"); camera: its camera (identity pose).
         name: file name for messages.
+        info: what loading did to the file that a user should know, e.g. ``{"triangulated": 12}``
+            (12 polygon faces fan-triangulated); written to the outputs' summary.
     """
 
     kind: Literal["mesh", "points", "depth"]
@@ -36,6 +38,7 @@ class ScanInput:
     cloud: PointCloud | None = None
     depth: np.ndarray | None = None
     camera: Camera | None = None
+    info: dict = field(default_factory=dict)
 
 
 def remove_flying_pixels(depth: np.ndarray, max_jump: float = 0.05, min_support: int = 3) -> np.ndarray:
@@ -82,28 +85,50 @@ def depth_input(depth: np.ndarray, intrinsics: Intrinsics | None = None, name: s
     return ScanInput(kind="depth", points=pts, name=name, depth=d, camera=cam)
 
 
+MIN_POINTS = 100  #: fewest points (mesh vertices, cloud points) a scan of a body may have
+MIN_EXTENT_M = 0.01  #: smallest bounding-box side (metres) a scan of a body may have
+
+
 def load_scan(path: str | Path, units: str = "auto", intrinsics: str | Path | None = None) -> ScanInput:
     """Load a mesh (PLY/OBJ/OFF with faces), a point cloud (PLY/OBJ/OFF without faces, XYZ/TXT/NPY
-    of (N, 3)) or a depth image (16-bit PNG in mm, NPY of (H, W))."""
+    of (N, 3)) or a depth image (16-bit PNG in mm, NPY of (H, W)).
+
+    Polygon faces (quads, n-gons) are fan-triangulated; ``info["triangulated"]`` counts them. A
+    mesh or cloud needs :data:`MIN_POINTS` points spanning at least :data:`MIN_EXTENT_M`.
+    """
     from bodycorr.geometry.depth_io import load_depth
-    from bodycorr.geometry.io import load_geometry
+    from bodycorr.geometry.io import MESH_SUFFIXES, geometry_from_data, load_geometry, read_mesh_data, read_npy
+    from bodycorr.geometry.units import extent
 
     p = check_readable(path, "input")
     ext = p.suffix.lower()
     if ext == ".npy":
-        arr = np.load(p, mmap_mode="r")
-        if arr.ndim == 2 and arr.shape[1] == 3:
-            ext = ".xyz"
-        elif arr.ndim == 2:
-            ext = ".png"
-    if ext in (".png", ".tif", ".tiff", ".exr") or (ext == ".npy"):
+        shape = read_npy(p, "input", "Save it with numpy.save as an (H, W) depth map or (N, 3) points.").shape
+        ext = ".xyz" if len(shape) == 2 and shape[1] == 3 else ".npy"
+    if ext in (".png", ".tif", ".tiff", ".exr", ".npy"):
         depth = load_depth(p, units="auto" if units == "auto" else units)
         k = load_intrinsics(intrinsics) if intrinsics else None
+        if k is not None and (k.height, k.width) != depth.shape:
+            raise BodycorrError(f"intrinsics {intrinsics}: {k.width}x{k.height} pixels, but depth map {p} is {depth.shape[1]}x{depth.shape[0]}. "
+                                "Give the intrinsics of this camera at this resolution.")  # fmt: skip
         return depth_input(depth, k, name=str(p))
-    geo = load_geometry(p, units=units)
+    info = {}
+    if ext in MESH_SUFFIXES:
+        data = read_mesh_data(p, triangulate=True, what="geometry")
+        geo = geometry_from_data(data, units, p)
+        if data.polygons:
+            info["triangulated"] = data.polygons
+    else:
+        geo = load_geometry(p, units=units)
+    pts = geo.vertices if isinstance(geo, Mesh) else geo.points
+    noun = "vertices" if isinstance(geo, Mesh) else "points"
+    if len(pts) < MIN_POINTS:
+        have = f"{len(pts)} {noun}" if len(pts) != 1 else ("1 vertex" if isinstance(geo, Mesh) else "1 point")
+        raise BodycorrError(f"input {p}: only {have}; a body needs at least {MIN_POINTS} {noun}. Give a scan of a whole or partial body.")
+    if extent(pts) < MIN_EXTENT_M:
+        raise BodycorrError(f"input {p}: its {noun} span only {extent(pts) * 1000:.3g} mm (read as {units if units != 'auto' else 'detected units'}); "
+                            "a body spans 0.1-2.6 m. Check --units or the file.")  # fmt: skip
     if isinstance(geo, Mesh) and geo.num_faces > 0:
-        return ScanInput(kind="mesh", points=geo.vertices, name=str(p), mesh=geo)
+        return ScanInput(kind="mesh", points=geo.vertices, name=str(p), mesh=geo, info=info)
     cloud = geo if isinstance(geo, PointCloud) else PointCloud(geo.vertices, name=str(p))
-    if cloud.num_points < 100:
-        raise BodycorrError(f"input {p}: only {cloud.num_points} points; a body needs at least 100.")
-    return ScanInput(kind="points", points=cloud.points, name=str(p), cloud=cloud)
+    return ScanInput(kind="points", points=cloud.points, name=str(p), cloud=cloud, info=info)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_json_atomic, write_text_atomic
+from bodycorr.common.fileio import check_output_dir, output_run, save_npz_atomic, write_json_atomic, write_text_atomic
 from bodycorr.geometry.mesh import Mesh
 from bodycorr.matching.correspond import Correspondences, match
 from bodycorr.matching.describe import DEFAULT_MODEL, WEIGHTS_DIR, Described, describe, load_extractor  # noqa: F401 (the public API)
@@ -19,6 +19,9 @@ from bodycorr.matching.refiners import RefineContext, get_refiner
 from bodycorr.matching.refiners.template import depth_silhouette  # noqa: F401 (the public API)
 
 DEFAULT_REFINE = "auto"
+#: What :func:`write_outputs` writes: a rerun into the folder first deletes these (the fitted
+#: templates too when this run fits none), so two runs never mix.
+MATCH_OUTPUTS = ("correspondences.npz", "correspondences.txt", "matches.png", "source_template.ply", "target_template.ply", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class MatchResult:
             "seconds": {"describe_source": self.source.seconds, "describe_target": self.target.seconds, "match": self.match_seconds,
                         **{f"refine_{k}": v for k, v in self.refine_seconds.items()}},
             "refine": self.refine, "refined_by": self.refined_by, "refine_info": self.refine_info,
+            "source_info": dict(self.source.scan.info), "target_info": dict(self.target.scan.info),
         }  # fmt: skip
 
 
@@ -107,11 +111,17 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
 
 
 def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = None, arrays: dict | None = None) -> dict:
-    """Write ``correspondences.npz``, ``correspondences.txt``, ``matches.png`` and ``summary.json``.
+    """Write ``correspondences.npz``, ``correspondences.txt``, ``matches.png`` and ``summary.json``
+    (and ``source_template.ply`` / ``target_template.ply`` when the refiner fitted templates) as one
+    run (:func:`~bodycorr.common.fileio.output_run`: an older run's files of these kinds are deleted first).
 
     The npz also holds ``source_faces`` / ``target_faces`` ((F, 3) int32) for a mesh side (its
     points are its vertices), and ``arrays`` (e.g. the demo's per-source-point ``error_cm``)."""
-    out = ensure_dir(out)
+    with output_run(out, MATCH_OUTPUTS) as folder:
+        return _write_outputs(result, folder, extra, arrays)
+
+
+def _write_outputs(result: MatchResult, out: Path, extra: dict | None, arrays: dict | None) -> dict:
     c = result.correspondences
     faces = {f"{side}_faces": d.scan.mesh.faces.astype(np.int32) for side, d in (("source", result.source), ("target", result.target))
              if d.scan.kind == "mesh" and d.scan.mesh is not None and d.scan.mesh.num_vertices == len(d.points)}  # fmt: skip
@@ -141,11 +151,15 @@ def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = Non
 
 
 def match_files(source: str, target: str, out: str, options: MatchOptions = MatchOptions()) -> str:
-    """CLI entry: load, describe, match, write; returns a one-paragraph report."""
-    extractor = load_extractor(options.model, options.device)
+    """CLI entry: check the output folder, load both inputs, then the model; describe, match,
+    write; returns a one-paragraph report."""
+    check_output_dir(out)  # a wrong folder fails before the work, not after it
     a = load_scan(source, options.units, options.intrinsics)
     b = load_scan(target, options.units, options.intrinsics)
+    extractor = load_extractor(options.model, options.device)
     res = match_scans(a, b, extractor, options.views, options.up, options.refine)
     s = write_outputs(res, out)
+    notes = "".join(f"; {d.scan.name}: {d.scan.info['triangulated']} polygon faces fan-triangulated"
+                    for d in (res.source, res.target) if d.scan.info.get("triangulated"))  # fmt: skip
     return (f"matched {s['source_points']} {s['source_kind']} points of {source} to {s['target_kind']} {target} "
-            f"({s['mutual_share'] * 100:.0f} % mutual); outputs in {out}")  # fmt: skip
+            f"({s['mutual_share'] * 100:.0f} % mutual){notes}; outputs in {out}")  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_json_atomic
+from bodycorr.common.fileio import check_output_dir, output_run, save_npz_atomic, write_json_atomic
 from bodycorr.geometry.mesh import Mesh
 from bodycorr.matching.describe import Described, describe, load_extractor
 from bodycorr.matching.extract import DescriptorExtractor
@@ -156,10 +156,17 @@ def write_registration(reg: Registration, out: str | Path) -> dict:
     scan point: template face, barycentrics, nearest template vertex, residual; the scan's faces or
     pixels when it has them), ``fit.png`` and
     ``summary.json`` (last: a folder without it is incomplete)."""
+    with output_run(out, REGISTER_OUTPUTS) as folder:
+        return _write_registration(reg, folder)
+
+
+#: What :func:`write_registration` writes (a rerun deletes the older run's first).
+REGISTER_OUTPUTS = ("registration.ply", "body.json", "scan_on_template.npz", "fit.png", "summary.json")
+
+
+def _write_registration(reg: Registration, out: Path) -> dict:
     from bodycorr.geometry.io import save_mesh
 
-    out = ensure_dir(out)
-    (out / "summary.json").unlink(missing_ok=True)
     save_mesh(reg.mesh, out / "registration.ply")
     tf = reg.mesh.faces[reg.face]
     vertex = tf[np.arange(len(tf)), np.argmax(reg.bary, axis=1)]
@@ -174,19 +181,20 @@ def write_registration(reg: Registration, out: str | Path) -> dict:
     summary = {"scan": reg.scan.scan.name, "scan_kind": reg.scan.scan.kind, "scan_points": len(reg.scan.points),
                "template_vertices": reg.mesh.num_vertices, "residual_cm": {"mean": float(r.mean()), "median": float(np.median(r)),
                "p95": float(np.percentile(r, 95)), "max": float(r.max())}, "phenotypes": body["phenotypes"] if body else None,
-               "seconds": reg.seconds}  # fmt: skip
+               "seconds": reg.seconds, "scan_info": dict(reg.scan.scan.info)}  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return summary
 
 
 def register_file(path: str, out: str, options: RegisterOptions = RegisterOptions()) -> str:
     """CLI entry: load, register, write; returns a one-paragraph report."""
-    extractor = load_extractor(options.model)
+    check_output_dir(out)  # an unwritable folder fails before the work
     scan = load_scan(path, options.units, options.intrinsics)
-    ensure_dir(out)  # an unwritable folder fails before the work
+    extractor = load_extractor(options.model)
     reg = register_scan(scan, extractor, options.views, options.up, options.fit)
     s = write_registration(reg, out)
     r, t = s["residual_cm"], s["seconds"]
-    return (f"registered the template ({s['template_vertices']} vertices) onto {path} ({s['scan_points']} {s['scan_kind']} points): "
+    tri = f", {scan.info['triangulated']} polygon faces fan-triangulated" if scan.info.get("triangulated") else ""
+    return (f"registered the template ({s['template_vertices']} vertices) onto {path} ({s['scan_points']} {s['scan_kind']} points{tri}): "
             f"scan-to-registration distance mean {r['mean']:.2f} cm, median {r['median']:.2f} cm, 95 % within {r['p95']:.2f} cm; "
             f"describe {t['describe']:.1f} s, fit {t['fit']:.1f} s; outputs in {out}")  # fmt: skip

@@ -55,10 +55,9 @@ return t;
 
 @functools.lru_cache(maxsize=1)
 def _warp():
-    import warp as wp
+    from bodycorr.common.quiet import init_warp
 
-    wp.config.log_level = wp.LOG_WARNING
-    wp.init()
+    wp = init_warp()  # no CUDA-driver warning on machines without one
 
     @wp.kernel
     def cast_kernel(

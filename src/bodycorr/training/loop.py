@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from bodycorr.body.template import get_template
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_bytes_atomic
+from bodycorr.common.fileio import clear_outputs, ensure_dir, save_npz_atomic, write_bytes_atomic, write_text_atomic
 from bodycorr.data.datasets import OnTheFlyViews, ShardDataset, stack_views
 from bodycorr.data.views import ViewGenerator
 from bodycorr.models.inputs import depth_to_input
@@ -283,6 +283,26 @@ def init_weights(path: Path, cfg: Any, model: torch.nn.Module) -> None:
         ) from None
 
 
+def start_run_folder(out: Path, step: int) -> None:
+    """Make a run folder hold one run: keep ``log.jsonl``'s records up to ``step`` (where a resumed
+    run continues; records logged after its last checkpoint are dropped, so none is repeated), and
+    on a fresh start (``step`` 0) delete an earlier run's log, checkpoint and model."""
+    if step == 0:
+        clear_outputs(out, ("log.jsonl", "last.pt", "model.pt"))
+        return
+    log = out / "log.jsonl"
+    if not log.exists():
+        return
+    keep = []
+    for line in log.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):  # a half-written last line of an interrupted run
+            continue
+    write_text_atomic(log, "".join(k + "\n" for k in keep))
+
+
 class StepLog:
     """The training loops' per-step bookkeeping: a tqdm bar, throughput, and ``log.jsonl`` records.
 
@@ -380,6 +400,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     elif cfg.init:
         init_weights(Path(cfg.init), cfg, model)
     if rank == 0:
+        start_run_folder(out, step)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 

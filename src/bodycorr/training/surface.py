@@ -20,7 +20,7 @@ from bodycorr.data.images import ImageConfig, ImageShardDataset, ImageViewGenera
 from bodycorr.models.io import save_model_file
 from bodycorr.models.registry import checkpoint_dict, create_model, model_task
 from bodycorr.training.config import config_from_dict
-from bodycorr.training.loop import StepLog, _plain, restore_checkpoint, save_checkpoint, sigterm_as_interrupt
+from bodycorr.training.loop import StepLog, _plain, restore_checkpoint, save_checkpoint, sigterm_as_interrupt, start_run_folder
 from bodycorr.training.surface_losses import (
     GeodesicTable,
     colour_cross_entropy,
@@ -312,6 +312,7 @@ def train_surface(cfg: SurfaceTrainConfig, out_dir: str | Path, resume: bool = T
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
         step = restore_checkpoint(ckpt_path, cfg, net, opt, gen)
+    start_run_folder(out, step)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     objective = SurfaceLosses(cfg, template, code, device)
     symmetry = torch.from_numpy(template.symmetry.astype(np.int64)).to(device)

@@ -230,3 +230,37 @@ def test_track_config_rejects_bad_settings(field, value, message):
 
     with pytest.raises(BodycorrError, match=message):
         TrackConfig(**{field: value}).check()
+
+
+def test_track_reports_progress_per_frame_on_stderr(seq, template, capsys):
+    """``progress=True``: a bar per phase on stderr (matching, the shape fits, fitting), redrawn every frame."""
+    import re
+
+    from bodycorr.body.articulated import PoseFitConfig
+
+    depths, cam, truth, _ = seq
+    cfg = TrackConfig(min_valid_pixels=100, max_matches=500, shape_frames=2, shape_iterations=3,
+                      pose=PoseFitConfig(iterations=3, shape=False, closest_point=2.0, max_scan_points=300))  # fmt: skip
+    seen = []
+    track(depths, cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry, body=template,
+          progress=lambda t, s, sec: seen.append((t, s)))  # fmt: skip
+    assert [t for t, _ in seen] == [0, 1, 2] and capsys.readouterr().err == ""  # a callback: called per frame, nothing printed
+    track(depths, cam, template.mesh, None, cfg, correspondences_fn=_oracle(truth), symmetry=template.symmetry, body=template, progress=True)
+    err = capsys.readouterr().err
+    for phase, n in (("matching frames", 3), ("estimating the shape", 2), ("fitting frames", 3)):
+        done = {int(m) for m in re.findall(rf"track: {phase}:\s+\d+%\|[^|]*\|\s*(\d+)/{n}", err)}
+        assert done == set(range(n + 1)), (phase, err)  # every frame (fit) shown as it finishes
+
+
+def test_track_command_turns_progress_on(monkeypatch, tmp_path):
+    import bodycorr.apps.track as tr
+    from bodycorr.cli.main import main
+
+    got = {}
+    monkeypatch.setattr(tr, "run_track", lambda *a, **k: got.update(k) or "tracked")
+    assert main(["track", "synthetic", "-o", str(tmp_path / "o")]) == 0
+    assert got["progress"] is True  # and the library's default stays quiet:
+    import inspect
+
+    monkeypatch.undo()
+    assert inspect.signature(tr.run_track).parameters["progress"].default is False

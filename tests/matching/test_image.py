@@ -101,3 +101,35 @@ def test_depth_model_refused_as_image_model(tmp_path):
     save_model_file(create_model("unet", **tiny_overrides("unet")), tmp_path / "d.pt")
     with pytest.raises(BodycorrError, match="not an image model"):
         mi.load_image_model(str(tmp_path / "d.pt"))
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_large_image_is_scaled_and_the_summary_says_so(fmt, tmp_path, monkeypatch, capsys):
+    """A 3000x2000 photo is mapped at 2048x1365 (outputs too), with its passes shown on stderr."""
+    import json
+
+    code = get_surface_code()
+    net = BrightIsPerson(code.colours[123].astype(np.float32))
+    monkeypatch.setattr(mi, "load_mapper", lambda model=None, device="cpu": mi.ImageMapper(net, size=64, code=code))
+    big = np.zeros((2000, 3000, 3), np.uint8)
+    big[600:1400, 1200:1500] = 255  # the "person"
+    path = tmp_path / f"big.{fmt[:3]}"
+    Image.fromarray(big).save(path, format=fmt.upper(), **({"compress_level": 1} if fmt == "png" else {"quality": 90}))
+    rgb, full = mi.read_image_bounded(path, 2048)
+    assert rgb.shape == (1365, 2048, 3) and full == (2000, 3000)
+    summary = mi.run_image(path, tmp_path / "out", progress=True)
+    assert summary["size"] == [1365, 2048] and summary["scaled_from"] == [2000, 3000]
+    assert summary["scale"] == pytest.approx(2048 / 3000, abs=1e-3)
+    with np.load(tmp_path / "out" / "correspondence.npz") as z:
+        assert z["vertex"].shape == (1365, 2048)
+        sil = z["silhouette"]
+    ys, xs = np.nonzero(sil)  # the person where it was, in scaled pixels
+    assert abs(xs.mean() - 1350 * summary["scale"]) < 5 and abs(ys.mean() - 1000 * summary["scale"]) < 5
+    assert Image.open(tmp_path / "out" / "overlay.png").size == (2048, 1365)
+    err = capsys.readouterr().err
+    assert "3000x2000" in err and "scaled to 2048x1365" in err and "mapping the person" in err and "3/3" in err
+    # a small image: as it is, silent
+    Image.fromarray(big[::20, ::20]).save(tmp_path / "small.png")
+    small = mi.run_image(tmp_path / "small.png", tmp_path / "out2", progress=True)
+    assert small["size"] == [100, 150] and small["scaled_from"] is None and small["scale"] == 1.0
+    assert capsys.readouterr().err == ""

@@ -19,6 +19,7 @@ between frames). Optional temporal smoothing only blends the final output with t
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -225,6 +226,33 @@ def synthetic_sequence(
 # ------------------------------------------------------------------------------------------------
 
 
+def _note(show: bool, message: str) -> None:
+    """One progress line on stderr (when ``show``)."""
+    if show:
+        print(f"track: {message}", file=sys.stderr, flush=True)
+
+
+def _bar(show: bool, total: int, desc: str, unit: str = "frame"):
+    """A tqdm bar on stderr redrawn after every item (frames take seconds), or None."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"track: {desc}", unit=unit, mininterval=0, file=sys.stderr, dynamic_ncols=True)
+
+
+def _tick(bar, status: str | None = None) -> None:
+    if bar is not None:
+        if status is not None:
+            bar.set_postfix_str(status, refresh=False)
+        bar.update()
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
 def _frame_problem(depth: np.ndarray, min_valid: int) -> str | None:
     bad = ~np.isfinite(depth)
     if bad.any():
@@ -257,7 +285,7 @@ def track(
     extractor=None,
     config: TrackConfig = TrackConfig(),
     correspondences_fn: CorrespondencesFn | None = None,
-    progress: Callable[[int, str, float], None] | None = None,
+    progress: Callable[[int, str, float], None] | bool | None = None,
     symmetry: np.ndarray | None = None,
     body: Template | None = None,
     phenotypes: np.ndarray | None = None,
@@ -272,7 +300,9 @@ def track(
         config: :class:`TrackConfig`.
         correspondences_fn: replaces the learned matches (e.g. an oracle in tests):
             ``fn(t, cleaned_depth, camera) -> (template_indices, points, weights)``.
-        progress: called as ``progress(t, status, seconds)`` after each frame.
+        progress: called as ``progress(t, status, seconds)`` after each frame; or True: progress
+            bars on stderr for each phase (matching the frames, the shape fits, fitting the
+            frames), one update per frame. None / False (the default for library callers): silent.
         symmetry: (V,) mirror vertex of each template vertex (``Template.symmetry``): enables
             ``config.mirror``.
         body: the Anny :class:`~bodycorr.body.template.Template` (``template_mesh`` is its mesh),
@@ -281,6 +311,8 @@ def track(
             ``config.shape_frames`` frames).
     """
     config.check()
+    show = progress is True
+    callback = progress if callable(progress) else None
     uses_body = config.model != "graph"
     if uses_body and (body is None or body.num_vertices != template_mesh.num_vertices):
         raise BodycorrError(f"track: model={config.model!r} fits the Anny body and needs its Template (body=get_template()); "
@@ -294,6 +326,7 @@ def track(
     if correspondences_fn is None:
         if extractor is None:
             raise BodycorrError("track: give a descriptor extractor (or a correspondences_fn).")
+        _note(show, f"describing the template from {config.views} views")
         template_desc = extractor.mesh(template_mesh, config.views)
         correspondences_fn = learned_correspondences(extractor, template_desc)
     nr = config.nonrigid
@@ -311,6 +344,7 @@ def track(
     fit_symmetry = symmetry if mirror != "off" else None  # the body fit's mirror alternatives
     # pass 1: each frame's own matches and, with per-match mirrors or the body fit, its distinct rigid starts
     frames: list[_FrameMatches | str] = []
+    bar = _bar(show, T, "matching frames")
     for t in range(T):
         t0 = time.perf_counter()
         raw = d[t].astype(np.float32)
@@ -332,13 +366,16 @@ def track(
         if problem is not None:
             frames.append(problem)
         seconds[t] = time.perf_counter() - t0
+        _tick(bar)
+    _close(bar)
     choice = _choose_starts(frames, config.facing_switch_deg) if with_starts else {}
     if uses_body and phenotypes is None:
-        phenotypes = _estimate_shape(frames, choice, body, fit_symmetry, config, seconds)
+        phenotypes = _estimate_shape(frames, choice, body, fit_symmetry, config, seconds, show)
     if phenotypes is not None:
         phenotypes = np.asarray(phenotypes, dtype=np.float64)
     # pass 2: register every frame from the rest template, from its chosen start
     prev: np.ndarray | None = None
+    bar = _bar(show, T, "fitting frames")
     for t in range(T):
         t0 = time.perf_counter()
         fm = frames[t]
@@ -362,8 +399,10 @@ def track(
             out[t] = verts
             prev = verts
         seconds[t] += time.perf_counter() - t0
-        if progress is not None:
-            progress(t, status[-1], float(seconds[t]))
+        _tick(bar, "ok" if status[-1] == "ok" else "skipped")
+        if callback is not None:
+            callback(t, status[-1], float(seconds[t]))
+    _close(bar)
     return TrackResult(out, seconds, tuple(status), np.asarray(template_mesh.faces), cleaned, camera, nmatch, phenotypes)
 
 
@@ -439,7 +478,8 @@ def _choose_starts(frames: list, switch_deg: float) -> dict[int, object]:
     return choice
 
 
-def _estimate_shape(frames: list, choice: dict, body: Template, symmetry, config: TrackConfig, seconds: np.ndarray) -> np.ndarray:
+def _estimate_shape(frames: list, choice: dict, body: Template, symmetry, config: TrackConfig, seconds: np.ndarray,
+                    show: bool = False) -> np.ndarray:  # fmt: skip
     """(6,) the median phenotypes of shape-and-pose fits on ``config.shape_frames`` tracked frames
     spread over the sequence (their time is added to those frames)."""
     ok = [fm for fm in frames if isinstance(fm, _FrameMatches) and fm.t in choice]
@@ -448,12 +488,15 @@ def _estimate_shape(frames: list, choice: dict, body: Template, symmetry, config
     picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, max(1, config.shape_frames)).round().astype(int))]
     cfg = replace(config.pose, shape=True, iterations=config.shape_iterations)
     fits = []
+    bar = _bar(show, len(picks), "estimating the shape", unit="fit")
     for fm in picks:
         t0 = time.perf_counter()
         alt = None if symmetry is None else np.asarray(symmetry)[fm.si]
         fits.append(fit_pose(body, fm.si, fm.tp, fm.w, choice[fm.t], alternatives=alt, scan=fm.cloud.points, config=cfg,
                              silhouette=fm.silhouette).phenotypes)  # fmt: skip
         seconds[fm.t] += time.perf_counter() - t0
+        _tick(bar)
+    _close(bar)
     return np.median(np.stack(fits), axis=0)
 
 
@@ -689,8 +732,11 @@ def parse_phenotypes(text: str | None) -> np.ndarray | None:
 
 def run_track(seq: str, out: str | Path, model: str | None = None, frames: int | None = None,
               intrinsics: str | Path | None = None, config: TrackConfig = TrackConfig(), seed: int = 0,
-              phenotypes: str | None = None) -> str:  # fmt: skip
+              phenotypes: str | None = None, progress: bool = False) -> str:  # fmt: skip
     """The ``bodycorr track`` command: returns a short report.
+
+    ``progress``: progress lines and per-frame bars on stderr (the command turns it on; off by
+    default for library callers).
 
     ``phenotypes``: the person's shape as 6 comma-separated values, ``"truth"`` (synthetic
     sequences: the person's own), or None (estimated from the sequence when a body model deforms).
@@ -704,14 +750,18 @@ def run_track(seq: str, out: str | Path, model: str | None = None, frames: int |
     check_output_dir(out)  # before the frames are tracked, not after
     truth, true_ph = None, None
     if seq == "synthetic":
+        _note(progress, f"rendering {frames or 20} synthetic frames")
         depths, camera, truth, true_ph = synthetic_sequence(frames or 20, seed=seed, noise=True)
         ph = true_ph if phenotypes == "truth" else ph
     else:
         depths, camera = load_depth_sequence(seq, frames, intrinsics)
+    _note(progress, f"{len(depths)} frames; loading the model")
     extractor = load_extractor(model)
     template = get_template()
-    res = track(depths, camera, template.mesh, extractor, config, symmetry=template.symmetry, body=template, phenotypes=ph)
+    res = track(depths, camera, template.mesh, extractor, config, symmetry=template.symmetry, body=template, phenotypes=ph,
+                progress=bool(progress))  # fmt: skip
     metrics = evaluate_track(res, truth) if truth is not None else None
+    _note(progress, f"writing outputs to {out}")
     write_track_outputs(res, out, metrics)
     ok = int(res.ok.sum())
     lines = [f"tracked {ok}/{len(res.status)} frames ({config.model}), {np.median(res.seconds):.2f} s/frame median, "

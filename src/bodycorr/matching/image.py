@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from bodycorr.models.registry import model_task
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_IMAGE_MODEL = WEIGHTS_DIR / "bodymap-vit.pt"
 MAX_PIXELS = 40_000_000  # larger images are refused (decompression bombs, accidental raw scans)
+#: ``bodycorr image`` downscales images whose longer side is over this (16 times the shipped
+#: model's 128 px input: the network never sees more than its input size, and a 6000x6000 photo
+#: mapped at full size took 3 minutes and 5 GB); its outputs are at the scaled size.
+MAX_SIDE = 2048
+LARGE_IMAGE_PIXELS = 2_000_000  # from this size on, ``bodycorr image`` shows its passes on stderr
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,11 +55,22 @@ class ImageCorrespondence:
         return tuple(self.silhouette.shape)  # type: ignore[return-value]
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB.
 
     Grey, grey+alpha, RGBA, palette and 16-bit images are converted; files that are not images,
-    and images over 40 megapixels, raise one clear line.
+    and images over 40 megapixels, raise one clear line. ``max_side``: downscale (Lanczos) so
+    that the longer side is at most this (see :func:`read_image_bounded`).
+    """
+    return read_image_bounded(path, max_side)[0]
+
+
+def read_image_bounded(path: str | Path, max_side: int | None = MAX_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image file as (H, W, 3) uint8 RGB, downscaled so that its longer side is at most
+    ``max_side`` (None: as it is), and its size (H, W) in the file.
+
+    A JPEG is decoded at a reduced scale first (``Image.draft``), so memory stays near the scaled
+    image's; other formats are decoded once at full size (3 bytes a pixel) and resized.
     """
     from PIL import Image
 
@@ -63,19 +80,31 @@ def read_image(path: str | Path) -> np.ndarray:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise BodycorrError(f"image {p}: {w}x{h} is too large (over {MAX_PIXELS // 1_000_000} megapixels). Downscale it first.")
+            target = None
+            if max_side is not None and max(w, h) > max_side:
+                s = max_side / max(w, h)
+                target = (max(1, round(w * s)), max(1, round(h * s)))
+                im.draft("RGB", target)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale, still >= target
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float64)
                 hi = max(float(a.max()), 1.0)
-                rgb = np.repeat((a / hi * 255).astype(np.uint8)[..., None], 3, axis=2)
+                grey = Image.fromarray((a / hi * 255).astype(np.uint8))
+                del a
+                if target is not None:
+                    grey = grey.resize(target, Image.Resampling.LANCZOS)
+                rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
             else:
-                rgb = np.asarray(im.convert("RGB"))
+                im_rgb = im.convert("RGB")
+                if target is not None:
+                    im_rgb = im_rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+                rgb = np.asarray(im_rgb)
     except BodycorrError:
         raise
     except Image.DecompressionBombError:
         raise BodycorrError(f"image {p}: too large (over {MAX_PIXELS // 1_000_000} megapixels). Downscale it first.") from None
     except Exception as e:  # PIL.UnidentifiedImageError, truncated files
         raise BodycorrError(f"image {p}: cannot be read as an image ({type(e).__name__}). Give a PNG or JPEG file.") from None
-    return check_image(rgb, str(p))
+    return check_image(rgb, str(p)), (h, w)
 
 
 def check_image(rgb: np.ndarray, name: str = "image") -> np.ndarray:
@@ -169,11 +198,29 @@ class ImageMapper:
         maps = torch.cat([p.colour.permute(0, 3, 1, 2), p.confidence[:, None], p.silhouette[:, None]], 1).float().cpu()
         return _unletterbox(maps, box, params, rgb.shape[:2])
 
-    def __call__(self, rgb: np.ndarray) -> ImageCorrespondence:
-        """rgb: (H, W, 3) uint8 (other layouts are normalised by :func:`check_image`)."""
+    def __call__(self, rgb: np.ndarray, progress: bool = False) -> ImageCorrespondence:
+        """rgb: (H, W, 3) uint8 (other layouts are normalised by :func:`check_image`).
+
+        ``progress``: a bar on stderr over the two passes and the decoding (for large images).
+        """
         rgb = check_image(rgb)
         h, w = rgb.shape[:2]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=3, desc="image: finding the person", unit="step", mininterval=0, file=sys.stderr, dynamic_ncols=True)
+        try:
+            return self._map(rgb, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _map(self, rgb: np.ndarray, bar) -> ImageCorrespondence:
+        h, w = rgb.shape[:2]
+        step = (lambda desc: (bar.update(), bar.set_description(desc))) if bar is not None else (lambda desc: None)
         maps = self._run(rgb, (0, 0, w, h))
+        step("image: mapping the person")
         sil = maps[0, 4].numpy() > self.threshold
         if sil.any():
             ys, xs = np.nonzero(sil)
@@ -187,7 +234,11 @@ class ImageMapper:
             inb = np.zeros((h, w), bool)
             inb[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)] = True
             maps = torch.where(torch.from_numpy(inb)[None, None], crop, maps)
-        return self.decode(maps[0].permute(1, 2, 0).numpy())
+            del crop
+        step("image: decoding the surface code")
+        corr = self.decode(maps[0].permute(1, 2, 0).numpy())
+        step("image: done")
+        return corr
 
     def decode(self, maps: np.ndarray) -> ImageCorrespondence:
         """(H, W, 5) colour, confidence, silhouette probability -> :class:`ImageCorrespondence`."""
@@ -220,25 +271,40 @@ def correspondence_png(corr: ImageCorrespondence, rgb: np.ndarray | None = None)
     return out
 
 
-def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, device: str = "cpu") -> dict:
+def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, device: str = "cpu",
+              max_side: int | None = MAX_SIDE, progress: bool = False) -> dict:  # fmt: skip
     """The ``bodycorr image`` job: map one image to the template and write the results.
 
     Writes ``correspondence.npz`` (vertex, face, bary, uv, silhouette, confidence, colour),
     ``correspondence.png`` (colour-coded), ``overlay.png``, ``silhouette.png`` and ``summary.json``.
     An image with nobody in it gives an empty silhouette (and says so), not an error.
+
+    An image whose longer side is over ``max_side`` (default :data:`MAX_SIDE`; None: never) is
+    downscaled first, and every output is at the scaled size: ``summary.json`` gives ``size``
+    (scaled), ``scaled_from`` (the file's [H, W], or null) and ``scale`` (scaled / original;
+    multiply output pixel coordinates by 1 / scale for the original's). ``progress``: lines and a
+    bar over the two passes on stderr, for images over :data:`LARGE_IMAGE_PIXELS` (the command
+    turns it on).
     """
     import time
 
     from bodycorr.common.fileio import check_output_dir, output_run
 
-    rgb = read_image(path)
+    t_read = time.perf_counter()
+    rgb, full = read_image_bounded(path, max_side)
     check_output_dir(out_dir)
+    scale = max(rgb.shape[:2]) / max(full) if tuple(rgb.shape[:2]) != full else 1.0
+    show = progress and full[0] * full[1] >= LARGE_IMAGE_PIXELS
+    if show:
+        how = f"scaled to {rgb.shape[1]}x{rgb.shape[0]} (longer side {max_side}; the outputs are at this size)" if scale != 1.0 else "at full size"
+        print(f"image: {full[1]}x{full[0]} read in {time.perf_counter() - t_read:.1f} s; mapping it {how}", file=sys.stderr, flush=True)
     mapper = load_mapper(model, device)
     t0 = time.perf_counter()
-    corr = mapper(rgb)
+    corr = mapper(rgb, progress=show)
     seconds = time.perf_counter() - t0
+    scaling = {"scaled_from": list(full) if scale != 1.0 else None, "scale": round(scale, 6)}
     with output_run(out_dir, IMAGE_OUTPUTS) as out:
-        return _write_image_outputs(out, path, rgb, corr, mapper, model, seconds)
+        return _write_image_outputs(out, path, rgb, corr, mapper, model, seconds, scaling)
 
 
 #: What :func:`run_image` writes (a rerun deletes the older run's first).
@@ -246,7 +312,7 @@ IMAGE_OUTPUTS = ("correspondence.npz", "correspondence.png", "overlay.png", "sil
 
 
 def _write_image_outputs(out: Path, path: str | Path, rgb: np.ndarray, corr: ImageCorrespondence, mapper: ImageMapper,
-                         model: str | None, seconds: float) -> dict:  # fmt: skip
+                         model: str | None, seconds: float, scaling: dict | None = None) -> dict:  # fmt: skip
     from PIL import Image
 
     from bodycorr.common.fileio import atomic_path, save_npz_atomic, write_json_atomic
@@ -262,7 +328,7 @@ def _write_image_outputs(out: Path, path: str | Path, rgb: np.ndarray, corr: Ima
         with atomic_path(out / name) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
     summary = {
-        "image": str(path), "size": list(rgb.shape[:2]), "model": str(model or DEFAULT_IMAGE_MODEL), "code": mapper.code.method,
+        "image": str(path), "size": list(rgb.shape[:2]), **(scaling or {"scaled_from": None, "scale": 1.0}), "model": str(model or DEFAULT_IMAGE_MODEL), "code": mapper.code.method,
         "person_pixels": int(corr.silhouette.sum()), "empty": not bool(corr.silhouette.any()),
         "mean_confidence": float(corr.confidence[corr.silhouette].mean()) if corr.silhouette.any() else 0.0,
         "seconds": round(seconds, 3),

@@ -73,14 +73,15 @@ def _cmd_match(a: argparse.Namespace) -> None:
     from bodycorr.matching.pipeline import MatchOptions, match_files
 
     res = match_files(a.source, a.target, a.out, MatchOptions(model=a.model, views=a.views, up=a.up, units=a.units,
-                                                                intrinsics=a.intrinsics, refine=a.refine))  # fmt: skip
+                                                                intrinsics=a.intrinsics, refine=a.refine, strict=a.strict))  # fmt: skip
     _emit(a, res, lambda: _read_json(Path(a.out) / "summary.json"))
 
 
 def _cmd_register(a: argparse.Namespace) -> None:
     from bodycorr.matching.register import RegisterOptions, register_file
 
-    res = register_file(a.scan, a.out, RegisterOptions(model=a.model, views=a.views, up=a.up, units=a.units, intrinsics=a.intrinsics, fit=a.fit))
+    res = register_file(a.scan, a.out, RegisterOptions(model=a.model, views=a.views, up=a.up, units=a.units, intrinsics=a.intrinsics, fit=a.fit,
+                                                       strict=a.strict))  # fmt: skip
     _emit(a, res, lambda: _read_json(Path(a.out) / "summary.json"))
 
 
@@ -108,7 +109,8 @@ def _cmd_track(a: argparse.Namespace) -> None:
     if a.smoothing is not None:
         cfg = replace(cfg, smoothing=a.smoothing)
     cfg.check()
-    res = run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes)
+    res = run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes,
+                    progress=True)
     _emit(a, res, lambda: _read_json(Path(a.out) / "track.json"))
 
 
@@ -142,11 +144,12 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
 def _cmd_image(a: argparse.Namespace) -> None:
     from bodycorr.matching.image import run_image
 
-    res = run_image(a.image, a.out, model=a.model)
+    res = run_image(a.image, a.out, model=a.model, progress=True)
     if res["empty"]:
         text = f"no person found in {a.image}: wrote an empty silhouette to {a.out}"
     else:
-        text = (f"mapped {res['person_pixels']} person pixels of {a.image} ({res['size'][1]}x{res['size'][0]}) to the template, "
+        scaled = f", scaled from {res['scaled_from'][1]}x{res['scaled_from'][0]}" if res.get("scaled_from") else ""
+        text = (f"mapped {res['person_pixels']} person pixels of {a.image} ({res['size'][1]}x{res['size'][0]}{scaled}) to the template, "
                 f"mean confidence {res['mean_confidence']:.2f}, {res['seconds']:.2f} s; outputs in {a.out}")  # fmt: skip
     _emit(a, text, res)
 
@@ -217,6 +220,8 @@ def _scan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--up", help="up axis: x, y, z, -x, -y, -z or 'auto' (default)", default="auto")
     p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
     p.add_argument("--intrinsics", help="intrinsics JSON for depth images (default: Kinect v2)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse an input that does not look like a person (by default: a warning on stderr and lowered confidences)")
 
 
 def _json_option(p: argparse.ArgumentParser) -> None:

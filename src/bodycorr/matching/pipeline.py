@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from bodycorr.matching.correspond import Correspondences, match
 from bodycorr.matching.describe import DEFAULT_MODEL, WEIGHTS_DIR, Described, describe, load_extractor  # noqa: F401 (the public API)
 from bodycorr.matching.extract import DescriptorExtractor
 from bodycorr.matching.inputs import ScanInput, load_scan
+from bodycorr.matching.plausibility import check_person
 from bodycorr.matching.refiners import RefineContext, get_refiner
 from bodycorr.matching.refiners.template import depth_silhouette  # noqa: F401 (the public API)
 
@@ -53,6 +55,7 @@ class MatchOptions:
     intrinsics: str | None = None
     device: str = "cpu"
     refine: str = DEFAULT_REFINE
+    strict: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +68,9 @@ class MatchResult:
         refine: the refiner asked for; refined_by: the one that made the map (``auto`` chooses).
         refine_info: what the refiner decided (:attr:`~bodycorr.matching.refiners.Refined.info`).
         refine_seconds: {"prepare": per-scan refiner work (both scans), "pair": the pair step}.
+        plausibility: (source, target) :class:`~bodycorr.matching.plausibility.Plausibility`: how
+            much each looks like a person; the map's confidences are already multiplied by the
+            lower :attr:`~bodycorr.matching.plausibility.Plausibility.confidence_factor`.
     """
 
     source: Described
@@ -76,6 +82,7 @@ class MatchResult:
     refined_by: str = "none"
     refine_info: dict = field(default_factory=dict)
     refine_seconds: dict = field(default_factory=dict)
+    plausibility: tuple | None = None
 
     def summary(self) -> dict:
         c = self.correspondences
@@ -88,18 +95,28 @@ class MatchResult:
                         **{f"refine_{k}": v for k, v in self.refine_seconds.items()}},
             "refine": self.refine, "refined_by": self.refined_by, "refine_info": self.refine_info,
             "source_info": dict(self.source.scan.info), "target_info": dict(self.target.scan.info),
+            **({"plausibility": {"source": self.plausibility[0].to_json(), "target": self.plausibility[1].to_json()}}
+               if self.plausibility is not None else {}),
         }  # fmt: skip
 
 
 def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto",
-                refine: str = DEFAULT_REFINE) -> MatchResult:  # fmt: skip
+                refine: str = DEFAULT_REFINE, strict: bool = False) -> MatchResult:  # fmt: skip
     """Describe both scans, match them and refine the map (``refine``: a registered refiner, see
-    :class:`MatchOptions`)."""
+    :class:`MatchOptions`).
+
+    Each scan's :func:`~bodycorr.matching.plausibility.person_plausibility` is judged after
+    describing it: ``strict`` refuses a non-person (:class:`BodycorrError`), otherwise a warning
+    line goes to stderr; after the refinement every confidence is multiplied by the lower of the
+    two :attr:`~bodycorr.matching.plausibility.Plausibility.confidence_factor` (1 for people,
+    ``score / 0.5`` below), so a sphere's map no longer reports body-like confidence."""
     refiner = get_refiner(refine)  # an unknown name fails here, before any work
     if refine == "register" and source.kind != "mesh":
         raise BodycorrError(f"{source.name}: refine='register' deforms the source, which must be a mesh (got a {source.kind}). Use refine='auto' or 'body'.")
     a = describe(source, extractor, views, up)
+    plaus = (check_person(a, extractor, strict), None)
     b = describe(target, extractor, views, up)
+    plaus = (plaus[0], check_person(b, extractor, strict))
     t0 = time.perf_counter()
     c = match(a.descriptors, b.descriptors, a.consistency, source_points=a.points)
     t_match = time.perf_counter() - t0
@@ -107,7 +124,11 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
     pa, pb = refiner.prepare(a, ctx), refiner.prepare(b, ctx)
     r = refiner.refine(pa, pb, c, ctx)
     seconds = {"prepare": round(pa.seconds + pb.seconds, 3), "pair": round(r.seconds, 3)}
-    return MatchResult(a, b, r.correspondences, t_match, refine, r.fits, r.refiner, r.info, seconds)
+    factor = min(p.confidence_factor for p in plaus)
+    corr = r.correspondences
+    if factor < 1.0:
+        corr = dataclasses.replace(corr, confidence=(corr.confidence * factor).astype(np.float32))
+    return MatchResult(a, b, corr, t_match, refine, r.fits, r.refiner, r.info, seconds, plaus)
 
 
 def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = None, arrays: dict | None = None) -> dict:
@@ -157,7 +178,7 @@ def match_files(source: str, target: str, out: str, options: MatchOptions = Matc
     a = load_scan(source, options.units, options.intrinsics)
     b = load_scan(target, options.units, options.intrinsics)
     extractor = load_extractor(options.model, options.device)
-    res = match_scans(a, b, extractor, options.views, options.up, options.refine)
+    res = match_scans(a, b, extractor, options.views, options.up, options.refine, options.strict)
     s = write_outputs(res, out)
     notes = "".join(f"; {d.scan.name}: {d.scan.info['triangulated']} polygon faces fan-triangulated"
                     for d in (res.source, res.target) if d.scan.info.get("triangulated"))  # fmt: skip

@@ -26,6 +26,7 @@ class RegisterOptions:
         fit: what deforms (:attr:`~bodycorr.matching.fit.FitConfig.model`): ``body+graph`` (Anny's
             pose and shape, then a deformation graph for the detail; default) or ``body`` (Anny alone:
             every vertex exactly on an Anny body).
+        strict: refuse a scan that does not look like a person (see :class:`~bodycorr.matching.pipeline.MatchOptions`).
     """
 
     model: str | None = None
@@ -34,6 +35,7 @@ class RegisterOptions:
     units: str = "auto"
     intrinsics: str | None = None
     fit: str = "body+graph"
+    strict: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +49,7 @@ class Registration:
         face, bary: (N,) template face and (N, 3) barycentrics of each scan point (its closest point on the registration).
         residual: (N,) metres from each scan point to the registration.
         seconds: {"describe", "fit", "closest"}.
+        plausibility: how much the scan looks like a person (:mod:`bodycorr.matching.plausibility`), or None.
     """
 
     scan: Described
@@ -56,19 +59,24 @@ class Registration:
     bary: np.ndarray
     residual: np.ndarray
     seconds: dict
+    plausibility: object = None
 
 
-def register_scan(scan: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto", fit: str = "body+graph") -> Registration:
-    """Describe ``scan``, fit the template onto it (mirror-aware, :func:`~bodycorr.matching.fit.fit_template`)
-    and locate every scan point on the registration."""
+def register_scan(scan: ScanInput, extractor: DescriptorExtractor, views: int = 48, up: str = "auto", fit: str = "body+graph",
+                  strict: bool = False) -> Registration:  # fmt: skip
+    """Describe ``scan``, judge whether it looks like a person (``strict``: refuse one that does not,
+    else warn on stderr: :func:`~bodycorr.matching.plausibility.check_person`), fit the template onto it
+    (mirror-aware, :func:`~bodycorr.matching.fit.fit_template`) and locate every scan point on the registration."""
     from bodycorr.geometry.closest import SurfaceLocator
     from bodycorr.matching.fit import FitConfig, fit_template
+    from bodycorr.matching.plausibility import check_person
     from bodycorr.matching.refiners import RefineContext
     from bodycorr.matching.refiners.template import depth_silhouette
 
     if fit not in ("body", "body+graph"):
         raise BodycorrError(f"register: fit must be 'body' or 'body+graph', got {fit!r}.")
     d = describe(scan, extractor, views, up)
+    plaus = check_person(d, extractor, strict)
     t0 = time.perf_counter()
     t, tdesc = RefineContext(extractor, views).template()
     f = fit_template(d.points, d.descriptors, d.consistency, t.mesh, tdesc, t.symmetry,
@@ -79,7 +87,7 @@ def register_scan(scan: ScanInput, extractor: DescriptorExtractor, views: int = 
     got = SurfaceLocator(f.vertices, t.mesh.faces).query(d.points)
     mesh = Mesh(f.vertices, t.mesh.faces, name=f"template registered onto {scan.name}")
     return Registration(d, mesh, f.body, got.face, got.bary, got.distance,
-                        {"describe": round(d.seconds, 3), "fit": round(t_fit, 3), "closest": round(time.perf_counter() - t0, 3)})  # fmt: skip
+                        {"describe": round(d.seconds, 3), "fit": round(t_fit, 3), "closest": round(time.perf_counter() - t0, 3)}, plaus)  # fmt: skip
 
 
 def body_json(body) -> dict:
@@ -181,7 +189,8 @@ def _write_registration(reg: Registration, out: Path) -> dict:
     summary = {"scan": reg.scan.scan.name, "scan_kind": reg.scan.scan.kind, "scan_points": len(reg.scan.points),
                "template_vertices": reg.mesh.num_vertices, "residual_cm": {"mean": float(r.mean()), "median": float(np.median(r)),
                "p95": float(np.percentile(r, 95)), "max": float(r.max())}, "phenotypes": body["phenotypes"] if body else None,
-               "seconds": reg.seconds, "scan_info": dict(reg.scan.scan.info)}  # fmt: skip
+               "seconds": reg.seconds, "scan_info": dict(reg.scan.scan.info),
+               **({"plausibility": reg.plausibility.to_json()} if reg.plausibility is not None else {})}  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -191,7 +200,7 @@ def register_file(path: str, out: str, options: RegisterOptions = RegisterOption
     check_output_dir(out)  # an unwritable folder fails before the work
     scan = load_scan(path, options.units, options.intrinsics)
     extractor = load_extractor(options.model)
-    reg = register_scan(scan, extractor, options.views, options.up, options.fit)
+    reg = register_scan(scan, extractor, options.views, options.up, options.fit, options.strict)
     s = write_registration(reg, out)
     r, t = s["residual_cm"], s["seconds"]
     tri = f", {scan.info['triangulated']} polygon faces fan-triangulated" if scan.info.get("triangulated") else ""

@@ -123,3 +123,17 @@ def test_file_sha256(tmp_path):
 
     (tmp_path / "f").write_bytes(b"abc" * 1_000_000)
     assert file_sha256(tmp_path / "f") == hashlib.sha256(b"abc" * 1_000_000).hexdigest()
+
+
+def test_load_result_npz_names_the_file_and_the_command(tmp_path):
+    from bodycorr.common.errors import BodycorrError
+    from bodycorr.common.fileio import load_result_npz, save_npz_atomic
+
+    good = save_npz_atomic(tmp_path / "r.npz", a=np.arange(3))
+    assert list(load_result_npz(good, ("a",))["a"]) == [0, 1, 2]
+    with pytest.raises(BodycorrError, match=r"r\.npz: no b array\. Re-run bodycorr match"):
+        load_result_npz(good, ("a", "b"), "match")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[:20])
+    with pytest.raises(BodycorrError, match=r"cut\.npz: cannot be read"):
+        load_result_npz(cut)

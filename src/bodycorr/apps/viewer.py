@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bodycorr.common.errors import BodycorrError
+from bodycorr.common.fileio import load_result_npz
 from bodycorr.matching.visualize import position_colours
 
 DEFAULT_PORT = 8080
@@ -271,18 +272,6 @@ def _read_json(path: Path) -> dict:
         raise BodycorrError(f"{path}: unreadable JSON ({e}). Rerun the bodycorr command that wrote it.") from e
 
 
-def _load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise BodycorrError(f"{path}: unreadable ({e}). Rerun the bodycorr command that wrote it.") from e
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise BodycorrError(f"{path}: no {', '.join(missing)}. Rerun the bodycorr command that wrote it.")
-    return arrays
-
-
 def _load_mesh(path: Path):
     from bodycorr.geometry.io import load_mesh
 
@@ -397,7 +386,7 @@ class MatchPart(Part):
     def __init__(self, folder: Path):
         super().__init__(folder)
         self.summary = _read_json(folder / "summary.json")
-        z = _load_npz(folder / "correspondences.npz", ("source_points", "target_points", "target_index", "confidence"))
+        z = load_result_npz(folder / "correspondences.npz", ("source_points", "target_points", "target_index", "confidence"), "match")
         src, tgt = z["source_points"].astype(np.float64), z["target_points"].astype(np.float64)
         ti = z["target_index"].astype(np.int64)
         if src.ndim != 2 or src.shape[1:] != (3,) or tgt.ndim != 2 or tgt.shape[1:] != (3,) or ti.shape != (len(src),) or not len(tgt):
@@ -583,7 +572,7 @@ class RegisterPart(Part):
         super().__init__(folder)
         self.summary = _read_json(folder / "summary.json")
         self.reg = _load_mesh(folder / "registration.ply")
-        z = _load_npz(folder / "scan_on_template.npz", ("points", "face", "bary"))
+        z = load_result_npz(folder / "scan_on_template.npz", ("points", "face", "bary"), "register")
         pts, face, bary = z["points"].astype(np.float64), z["face"].astype(np.int64), z["bary"].astype(np.float64)
         if face.shape != (len(pts),) or bary.shape != (len(pts), 3) or (len(face) and (face.min() < 0 or face.max() >= len(self.reg.faces))):
             raise BodycorrError(f"{folder / 'scan_on_template.npz'}: does not fit registration.ply. Rerun bodycorr register.")
@@ -775,7 +764,7 @@ class ImagePart(Part):
     def __init__(self, folder: Path):
         super().__init__(folder)
         self.summary = _read_json(folder / "summary.json")
-        z = _load_npz(folder / "correspondence.npz", ("vertex", "silhouette"))
+        z = load_result_npz(folder / "correspondence.npz", ("vertex", "silhouette"), "image")
         self.vertex = z["vertex"].astype(np.int64)
         h, w = self.vertex.shape
         self.silhouette = z["silhouette"].astype(bool) & (self.vertex >= 0)

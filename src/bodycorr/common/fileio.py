@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -190,3 +191,19 @@ def save_npz_atomic(path: str | Path, compressed: bool = True, **arrays: np.ndar
     buf = io.BytesIO()
     (np.savez_compressed if compressed else np.savez)(buf, **arrays)
     return write_bytes_atomic(path, buf.getvalue())
+
+
+def load_result_npz(path: str | Path, required: tuple[str, ...] = (), writer: str = "") -> dict[str, np.ndarray]:
+    """All arrays of a result ``.npz`` that a bodycorr command wrote, with ``required`` keys present;
+    unreadable or incomplete files raise one line naming the file and the command to rerun (``writer``)."""
+    path = Path(path)
+    again = f"Re-run bodycorr {writer} to write it anew." if writer else "Re-run the bodycorr command that wrote it."
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a cut-short npz is a broken zip
+        raise BodycorrError(f"result file {path}: cannot be read ({type(e).__name__}); it is corrupt or cut short. {again}") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise BodycorrError(f"result file {path}: no {', '.join(missing)} array. {again}")
+    return arrays

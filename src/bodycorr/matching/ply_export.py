@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import ensure_dir
+from bodycorr.common.fileio import ensure_dir, load_result_npz
 from bodycorr.geometry.io import save_mesh, save_point_cloud
 from bodycorr.geometry.mesh import Mesh, PointCloud
 from bodycorr.matching.visualize import position_colours
@@ -87,18 +87,6 @@ def _write(path: Path, points: np.ndarray, faces: np.ndarray | None, colours: np
     return PlyFile(path, len(points), 0, what)
 
 
-def _load_npz(path: Path, keys: tuple[str, ...], writer: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise BodycorrError(f"result file {path}: cannot be read ({type(e).__name__}); it is corrupt. Re-run bodycorr {writer}.") from None
-    missing = [k for k in keys if k not in d]
-    if missing:
-        raise BodycorrError(f"result file {path}: no {', '.join(missing)} array. Re-run bodycorr {writer} with this version to write it.")
-    return d
-
-
 def _faces_of(path: Path, points: np.ndarray) -> np.ndarray | None:
     """The faces of mesh file ``path`` if its vertices are ``points`` (a demo's target.ply), else None."""
     from bodycorr.geometry.io import read_mesh_data
@@ -114,7 +102,7 @@ def _faces_of(path: Path, points: np.ndarray) -> np.ndarray | None:
 
 
 def _export_match(folder: Path, out: Path) -> list[PlyFile]:
-    z = _load_npz(folder / "correspondences.npz", ("source_points", "target_points", "target_index"), "match")
+    z = load_result_npz(folder / "correspondences.npz", ("source_points", "target_points", "target_index"), "match")
     sp, tp, ti = z["source_points"].astype(np.float64), z["target_points"].astype(np.float64), z["target_index"].astype(np.int64)
     if ti.shape != (len(sp),) or (len(ti) and (ti.min() < 0 or ti.max() >= len(tp))):
         raise BodycorrError(f"result file {folder / 'correspondences.npz'}: target_index does not fit the points. Re-run bodycorr match.")
@@ -144,7 +132,7 @@ def _export_register(folder: Path, out: Path) -> list[PlyFile]:
     from bodycorr.body.surface_code import get_surface_code
     from bodycorr.geometry.io import load_mesh
 
-    z = _load_npz(folder / "scan_on_template.npz", ("points", "face", "bary"), "register")
+    z = load_result_npz(folder / "scan_on_template.npz", ("points", "face", "bary"), "register")
     reg = load_mesh(folder / "registration.ply", units="m")  # bodycorr writes metres
     code = get_surface_code(REGISTER_CODE)
     if reg.num_vertices != code.num_vertices:
@@ -170,7 +158,7 @@ def _export_image(folder: Path, out: Path) -> list[PlyFile]:
     from bodycorr.body.surface_code import get_surface_code
     from bodycorr.body.template import get_template
 
-    z = _load_npz(folder / "correspondence.npz", ("face", "bary", "silhouette"), "image")
+    z = load_result_npz(folder / "correspondence.npz", ("face", "bary", "silhouette"), "image")
     method = "position"  # the shipped image model's code; folders from other models name theirs in summary.json
     if (folder / "summary.json").is_file():
         try:

@@ -274,6 +274,21 @@ def test_served_on_localhost_only(match_folder, viewer_of, capsys):
     assert line.startswith(f"bodycorr view: {match_folder} (match, image) at http://127.0.0.1:")
 
 
+def test_an_incomplete_run_is_flagged(match_folder, tmp_path, capsys):
+    import shutil
+
+    from bodycorr.common.fileio import RUN_MARKER
+
+    folder = tmp_path / "run"
+    shutil.copytree(match_folder, folder)
+    assert vw.incomplete_folders(vw.load_parts(folder)) == []
+    (folder / RUN_MARKER).write_text("")
+    assert vw.incomplete_folders(vw.load_parts(folder)) == [folder]
+    vw.serve(folder, port=0, seconds=0.2)
+    err = capsys.readouterr().err
+    assert f"bodycorr: warning: {folder} holds {RUN_MARKER}: its run was interrupted or failed" in err
+
+
 def test_cli_view_on_a_folder_that_is_not_an_output(tmp_path, capsys):
     from bodycorr.cli.main import main
 

@@ -29,6 +29,7 @@ import functools
 import io
 import json
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from bodycorr.common.errors import BodycorrError
-from bodycorr.common.fileio import load_result_npz
+from bodycorr.common.fileio import RUN_MARKER, load_result_npz
 from bodycorr.matching.visualize import position_colours
 
 DEFAULT_PORT = 8080
@@ -930,6 +931,12 @@ def find_outputs(folder: str | Path) -> list[tuple[str, Path]]:
     return [(kind, root)] + [(k, p) for k, p in subs if k not in (None, "unknown")]
 
 
+def incomplete_folders(parts: list[Part]) -> list[Path]:
+    """The folders among ``parts`` that still hold the run marker (:data:`~bodycorr.common.fileio.RUN_MARKER`):
+    their run was interrupted or failed, so what they show may be partial."""
+    return [p.folder for p in parts if (Path(p.folder) / RUN_MARKER).exists()]
+
+
 def load_parts(folder: str | Path) -> list[Part]:
     """Read every output in ``folder`` (see :func:`find_outputs`); nothing is served yet."""
     return [PARTS[kind](f) for kind, f in find_outputs(folder)]
@@ -958,6 +965,8 @@ class Viewer:
         scene.set_up_direction("+z")
         gui.configure_theme(show_share_button=False, show_logo=False, control_width="medium")
         gui.add_markdown(f"**bodycorr view** · `{parts[0].folder}`")
+        for f in incomplete_folders(parts):
+            gui.add_markdown(f"**Incomplete run** in `{f}` (`{RUN_MARKER}`): interrupted or failed; what it shows may be partial.")
         if len(parts) > 1:
             which = gui.add_dropdown("output", tuple(p.title for p in parts), initial_value=parts[0].title)
 
@@ -1112,6 +1121,9 @@ def serve(folder: str | Path, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST
     """The ``bodycorr view`` command: start, print the address, serve until Ctrl+C (or ``seconds``)."""
     v = start_viewer(folder, port, host)
     kinds = ", ".join(p.kind for p in v.parts)
+    for f in incomplete_folders(v.parts):
+        print(f"bodycorr: warning: {f} holds {RUN_MARKER}: its run was interrupted or failed, so what it shows may be partial. "
+              "Rerun the command that wrote it.", file=sys.stderr, flush=True)  # fmt: skip
     print(f"bodycorr view: {folder} ({kinds}) at {v.url}  (Ctrl+C stops)", flush=True)
     try:
         end = None if seconds is None else time.monotonic() + seconds

@@ -86,3 +86,27 @@ def test_size_mismatch_is_one_line(template):
     corr = _corr(np.arange(4), np.full((4, 3), 1 / 3, np.float32), (2, 2))
     with pytest.raises(BodycorrError, match="differ in size"):
         texture_from_image(np.zeros((3, 3, 3), np.uint8), corr, template)
+
+
+def test_transfer_reads_big_photos_at_the_bounded_size(tmp_path, monkeypatch):
+    """transfer reads both photos as image does: a 3000x2000 one at 2048x1365 (memory bounded)."""
+    from PIL import Image
+
+    import bodycorr.matching.image as mi
+    from bodycorr.apps import transfer
+
+    seen = []
+
+    def mapper(model=None, device="cpu"):
+        def run(rgb):
+            seen.append(rgb.shape)
+            raise BodycorrError("stop here")
+        return run
+
+    monkeypatch.setattr(mi, "load_mapper", mapper)
+    big = np.zeros((2000, 3000, 3), np.uint8)
+    Image.fromarray(big).save(tmp_path / "a.png", compress_level=1)
+    Image.fromarray(big[:100, :150]).save(tmp_path / "b.png")
+    with pytest.raises(BodycorrError, match="stop here"):
+        transfer.run_transfer(str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "out"))
+    assert seen == [(1365, 2048, 3)]

@@ -130,11 +130,13 @@ def run_transfer(source: str, target: str, out_dir: str, model: str | None = Non
 
     Writes ``transfer.png`` (B repainted), ``side_by_side.png`` (A, B, result), ``texture.png``
     (A's appearance in the template's UV atlas) and ``texture_vertices.npy`` ((Vt, 3) colours).
+    Photos over :data:`~bodycorr.matching.image.MAX_SIDE` pixels on their longer side are read at
+    that size (as ``bodycorr image`` maps them), so memory stays bounded; the outputs are at it too.
     """
     from bodycorr.common.fileio import check_output_dir, output_run
-    from bodycorr.matching.image import load_mapper, read_image
+    from bodycorr.matching.image import MAX_SIDE, load_mapper, read_image
 
-    a, b = read_image(source), read_image(target)
+    a, b = read_image(source, MAX_SIDE), read_image(target, MAX_SIDE)
     check_output_dir(out_dir)  # before the model and the work
     mapper = load_mapper(model)
     ca, cb = mapper(a), mapper(b)

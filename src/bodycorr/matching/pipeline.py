@@ -114,9 +114,9 @@ def match_scans(source: ScanInput, target: ScanInput, extractor: DescriptorExtra
     if refine == "register" and source.kind != "mesh":
         raise BodycorrError(f"{source.name}: refine='register' deforms the source, which must be a mesh (got a {source.kind}). Use refine='auto' or 'body'.")
     a = describe(source, extractor, views, up)
-    plaus = (check_person(a, extractor, strict), None)
+    source_plaus = check_person(a, extractor, strict)  # a non-person source is refused before the target is described
     b = describe(target, extractor, views, up)
-    plaus = (plaus[0], check_person(b, extractor, strict))
+    plaus = (source_plaus, check_person(b, extractor, strict))
     t0 = time.perf_counter()
     c = match(a.descriptors, b.descriptors, a.consistency, source_points=a.points)
     t_match = time.perf_counter() - t0
@@ -144,13 +144,13 @@ def write_outputs(result: MatchResult, out: str | Path, extra: dict | None = Non
 
 def _write_outputs(result: MatchResult, out: Path, extra: dict | None, arrays: dict | None) -> dict:
     c = result.correspondences
-    faces = {f"{side}_faces": d.scan.mesh.faces.astype(np.int32) for side, d in (("source", result.source), ("target", result.target))
-             if d.scan.kind == "mesh" and d.scan.mesh is not None and d.scan.mesh.num_vertices == len(d.points)}  # fmt: skip
+    scan_faces = {f"{side}_faces": d.scan.mesh.faces.astype(np.int32) for side, d in (("source", result.source), ("target", result.target))
+                  if d.scan.kind == "mesh" and d.scan.mesh is not None and d.scan.mesh.num_vertices == len(d.points)}  # fmt: skip
     save_npz_atomic(out / "correspondences.npz", source_points=result.source.points.astype(np.float32),
                     target_points=result.target.points.astype(np.float32), target_index=c.target,
                     confidence=c.confidence, mutual=c.mutual, descriptor_distance=c.distance,
                     **({"cycle_m": c.cycle} if c.cycle is not None else {}),
-                    **({"source_pixels": result.source.pixels} if result.source.pixels is not None else {}), **faces, **(arrays or {}))  # fmt: skip
+                    **({"source_pixels": result.source.pixels} if result.source.pixels is not None else {}), **scan_faces, **(arrays or {}))  # fmt: skip
     lines = ["# source_index target_index confidence mutual"]
     lines += [f"{i} {j} {w:.4f} {int(m)}" for i, (j, w, m) in enumerate(zip(c.target, c.confidence, c.mutual))]
     write_text_atomic(out / "correspondences.txt", "\n".join(lines) + "\n")

@@ -47,6 +47,11 @@ def _cmd_train(a: argparse.Namespace) -> None:
         over["workers"] = a.workers
     if a.device:
         over["device"] = a.device
+    for flag, key in (("cpu_hours", "max_cpu_s"), ("snapshot_cpu_hours", "snapshot_cpu_s")):
+        if getattr(a, flag) is not None:
+            if not hasattr(cfg, key):
+                raise BodycorrError(f"train --{flag.replace('_', '-')}: config {cfg.name} (an image-model run) does not support it.")
+            over[key] = getattr(a, flag) * 3600.0
     cfg = dataclasses.replace(cfg, **over)
     if getattr(cfg, "task", "depth") == "surface":
         from bodycorr.training.surface import train_surface as train
@@ -267,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int)
     t.add_argument("--workers", type=int)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--cpu-hours", type=float, help="stop after this many CPU-hours (the run and its data workers, across resumes)")
+    t.add_argument("--snapshot-cpu-hours", type=float, help="keep a model every this many CPU-hours in OUT/snapshots/")
     t.add_argument("--no-resume", action="store_true")
     _json_option(t)
     t.set_defaults(func=_cmd_train)

@@ -86,6 +86,8 @@ class DescriptorConfig(ModelConfig):
         the person's left side appears on the image's right (facing the camera) or left. The
         patch tasks alone leave that global bit unlearnt (descriptors then cannot tell left from
         right); this head gives it a direct gradient. Dropped with the other heads when shipped.
+    num_dense: the dense head's template sample points (one unit embedding each); 0 = none.
+    dense_scale: its cosine-logit scale (sharper than the patch heads': neighbours are a few cm apart).
     """
 
     in_channels: int = 2
@@ -95,12 +97,16 @@ class DescriptorConfig(ModelConfig):
     num_keypoints: int = 0
     head_scale: float = 16.0
     chirality_head: bool = False
+    num_dense: int = 0
+    dense_scale: float = 24.0
 
     def check(self) -> None:
         for name in ("in_channels", "descriptor_dim", "num_patches"):
             if getattr(self, name) < 1:
                 self._fail(name, "must be >= 1")
-        for name in ("num_segmentations", "num_keypoints"):
+        if self.dense_scale <= 0:
+            self._fail("dense_scale", "must be > 0")
+        for name in ("num_segmentations", "num_keypoints", "num_dense"):
             if getattr(self, name) < 0:
                 self._fail(name, "must be >= 0")
         if self.head_scale <= 0:
@@ -310,7 +316,7 @@ class DescriptorNet(nn.Module):
         self.descriptor_dim = config.descriptor_dim
         self.in_channels = config.in_channels
         self.min_size = int(getattr(backbone, "min_size", 1))
-        if config.num_segmentations > 0 or config.num_keypoints > 0:
+        if config.num_segmentations > 0 or config.num_keypoints > 0 or config.num_dense > 0:
             self.heads: MultiTaskHeads | None = MultiTaskHeads(
                 config.descriptor_dim,
                 config.num_segmentations,
@@ -318,6 +324,8 @@ class DescriptorNet(nn.Module):
                 config.num_keypoints,
                 config.head_scale,
                 global_dim=backbone.global_width if config.chirality_head else 0,
+                num_dense=config.num_dense,
+                dense_scale=config.dense_scale,
             )
         else:
             self.heads = None

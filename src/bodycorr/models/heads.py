@@ -57,7 +57,8 @@ class CosineClassifier(nn.Module):
 
 
 class MultiTaskHeads(nn.Module):
-    """One cosine head per segmentation (K x P classes) plus a key-point head (num_keypoints + 1).
+    """One cosine head per segmentation (K x P classes) plus a key-point head (num_keypoints + 1),
+    and optionally a dense head (one class per template sample point, ``num_dense``).
 
     The K segmentation heads are ONE parameter ``weight: (K, P, D)``. Class ``num_keypoints`` of the
     key-point head is background. ``num_segmentations`` or ``num_keypoints`` may be 0 (head absent).
@@ -65,13 +66,13 @@ class MultiTaskHeads(nn.Module):
 
     def __init__(
         self, dim: int, num_segmentations: int, num_patches: int, num_keypoints: int, scale: float = 16.0,
-        global_dim: int = 0,
+        global_dim: int = 0, num_dense: int = 0, dense_scale: float = 24.0,
     ):
         super().__init__()
-        if dim < 1 or num_segmentations < 0 or num_patches < 1 or num_keypoints < 0:
+        if dim < 1 or num_segmentations < 0 or num_patches < 1 or num_keypoints < 0 or num_dense < 0:
             raise BodycorrError(
                 f"MultiTaskHeads: dim={dim}, num_segmentations={num_segmentations}, num_patches={num_patches}, "
-                f"num_keypoints={num_keypoints}: need dim, num_patches >= 1 and counts >= 0."
+                f"num_keypoints={num_keypoints}, num_dense={num_dense}: need dim, num_patches >= 1 and counts >= 0."
             )
         self.dim, self.num_segmentations, self.num_patches = dim, num_segmentations, num_patches
         self.num_keypoints, self.scale = num_keypoints, float(scale)
@@ -79,6 +80,10 @@ class MultiTaskHeads(nn.Module):
         self.keypoint = CosineClassifier(dim, num_keypoints + 1, scale) if num_keypoints > 0 else None
         # image-level chirality (which side of the image the person's left is on), from pooled backbone features
         self.chirality = nn.Linear(global_dim, 2) if global_dim > 0 else None
+        # the dense objective: one unit embedding per template sample point, every pixel classified against all;
+        # its logit scale is learnt (from dense_scale), as the spread of neighbouring points on the sphere is not known ahead
+        self.dense = CosineClassifier(dim, num_dense, dense_scale) if num_dense > 0 else None
+        self.dense_log_scale = nn.Parameter(torch.zeros(())) if num_dense > 0 else None
 
     def logits(
         self, desc: torch.Tensor, task_ids: torch.Tensor, method: Literal["group", "gather"] = "group"
@@ -124,6 +129,13 @@ class MultiTaskHeads(nn.Module):
         if self.keypoint is None:
             raise BodycorrError("MultiTaskHeads.keypoint_logits: no key-point head (num_keypoints=0).")
         return self.keypoint(desc)
+
+    def dense_logits(self, desc: torch.Tensor) -> torch.Tensor:
+        """Logits against the dense template points: (N, D) -> (N, S); the scale is ``dense_scale * exp(dense_log_scale)``
+        (learnt, at most e^2 times the start)."""
+        if self.dense is None or self.dense_log_scale is None:
+            raise BodycorrError("MultiTaskHeads.dense_logits: no dense head (num_dense=0).")
+        return self.dense(desc) * self.dense_log_scale.clamp(max=2.0).exp()
 
     def extra_repr(self) -> str:
         return (

@@ -191,7 +191,7 @@ def checkpoint_dict(model: nn.Module, include_heads: bool = True) -> dict[str, A
     """``{"name", "config", "state_dict"}`` for ``model``; ``config`` is ``asdict(model.config)``.
 
     ``include_heads=False`` drops the training-only classification heads (keys ``heads.*``) and zeroes
-    ``num_segmentations`` / ``num_keypoints`` in the stored config, for a small shipped model (models
+    ``num_segmentations`` / ``num_keypoints`` / ``num_dense`` in the stored config, for a small shipped model (models
     without such heads, e.g. the surface networks whose colour classifier is needed at inference, are
     stored whole).
     """
@@ -202,7 +202,7 @@ def checkpoint_dict(model: nn.Module, include_heads: bool = True) -> dict[str, A
     state = model.state_dict()
     if not include_heads:
         names = {f.name for f in dataclasses.fields(config)}
-        config = dataclasses.replace(config, **{k: 0 for k in ("num_segmentations", "num_keypoints") if k in names})
+        config = dataclasses.replace(config, **{k: 0 for k in ("num_segmentations", "num_keypoints", "num_dense") if k in names})
         if "chirality_head" in names:
             config = dataclasses.replace(config, chirality_head=False)
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}

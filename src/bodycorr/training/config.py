@@ -42,6 +42,14 @@ class TrainConfig:
         val_views: fixed validation views (val identities) for the matching error in the log.
         init: a run's ``last.pt`` (or a model file with heads) whose weights start a fresh run
             (fine-tuning with a new schedule); ignored when the run resumes from its own checkpoint.
+        seg_weight, dense_weight: weights of the patch-segmentation ensemble (Wei et al.) and of the
+            dense objective (``targets.dense_points`` template points, every pixel classified
+            against all of them with geodesically softened targets, in the spirit of continuous
+            surface embeddings); a loss whose targets are absent is skipped.
+        max_cpu_s: stop once the run has used this many CPU seconds (its own process and its data
+            workers, counted across resumes); 0 = no limit. For learning curves at equal CPU time.
+        snapshot_cpu_s: keep the inference model every this many CPU seconds in
+            ``snapshots/cpu_<seconds>.pt``; 0 = none.
     """
 
     name: str = "custom"
@@ -72,6 +80,10 @@ class TrainConfig:
     val_views: int = 32
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init: str = ""
+    seg_weight: float = 1.0
+    dense_weight: float = 0.0
+    max_cpu_s: float = 0.0
+    snapshot_cpu_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -49,14 +49,50 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def build_model(cfg: TrainConfig, targets: Targets) -> torch.nn.Module:
-    patches = int(targets.segmentations.max()) + 1
     return create_model(
         cfg.model,
         num_segmentations=targets.num_tasks,
-        num_patches=patches,
+        num_patches=targets.num_patches,
         num_keypoints=targets.num_landmarks,
+        num_dense=targets.num_dense,
         **cfg.model_args,
     )
+
+
+def process_tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its children, live ones included (data
+    workers), read from ``/proc`` where there is one; elsewhere this process's and its finished children's."""
+    import resource
+
+    total = time.process_time()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total += ru.ru_utime + ru.ru_stime
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return total
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me:  # fields after the name: state, ppid, ..., utime (12), stime (13)
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def dense_loss(logits: torch.Tensor, geodesic: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Cross-entropy against geodesically softened targets.
+
+    logits: (M, S) scores of M pixels against S template points; geodesic: (M, S) distance (m) from
+    each pixel's true vertex to each point. Target weights are ``softmax(-g^2 / (2 sigma^2))`` per pixel.
+    """
+    if logits.shape != geodesic.shape:
+        raise BodycorrError(f"dense_loss: logits {tuple(logits.shape)} and geodesic {tuple(geodesic.shape)} must match (M, S).")
+    target = torch.softmax(-(geodesic.float() ** 2) / (2 * sigma**2), dim=1)
+    return -(target * torch.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def sample_pixels(vertex: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,12 +124,14 @@ def losses(
     cfg: TrainConfig,
     gen: torch.Generator,
     sides: torch.Tensor | None = None,
+    dense_geo: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Classification losses of one batch.
 
     batch: ``depth`` (B, 1, H, W) metres, ``vertex`` (B, H, W). seg: (K', Vt) labels per task (the
     last one the body parts when ``targets.parts_task``), kp: (Vt,) key-point labels. sides: (Vt,)
     +1 left / -1 right / 0 middle (:func:`body_sides`), for models with a chirality head.
+    dense_geo: (Vt, S) geodesic distances to the dense points (``Targets.dense_geodesic``), for the dense loss.
     """
     x = depth_to_input(batch["depth"])
     desc = model(x)  # (B, D, H, W)
@@ -102,13 +140,17 @@ def losses(
     flat = desc.permute(0, 2, 3, 1).reshape(-1, d)[pix.to(desc.device)]
     verts = batch["vertex"].reshape(-1)[pix].to(desc.device)
     n_seg = cfg.targets.num_segmentations
-    # Each image gets `heads_per_image` random segmentation tasks; each of its pixels is classified under all of them.
-    tasks = torch.stack([torch.randperm(n_seg, generator=gen)[: cfg.heads_per_image] for _ in range(b)]).to(desc.device)
-    h = tasks.shape[1]
-    task_ids = tasks[img.to(desc.device)].reshape(-1)  # (M*h,)
-    rep = flat.repeat_interleave(h, dim=0)
-    labels = seg[task_ids, verts.repeat_interleave(h)]
-    out = {"seg": F.cross_entropy(heads.logits(rep, task_ids), labels)}
+    out: dict[str, torch.Tensor] = {}
+    if n_seg > 0 and cfg.seg_weight > 0:
+        # Each image gets `heads_per_image` random segmentation tasks; each of its pixels is classified under all of them.
+        tasks = torch.stack([torch.randperm(n_seg, generator=gen)[: cfg.heads_per_image] for _ in range(b)]).to(desc.device)
+        h = tasks.shape[1]
+        task_ids = tasks[img.to(desc.device)].reshape(-1)  # (M*h,)
+        rep = flat.repeat_interleave(h, dim=0)
+        labels = seg[task_ids, verts.repeat_interleave(h)]
+        out["seg"] = F.cross_entropy(heads.logits(rep, task_ids), labels)
+    if cfg.dense_weight > 0 and dense_geo is not None and dense_geo.shape[1] > 0:
+        out["dense"] = dense_loss(heads.dense_logits(flat), dense_geo[verts], cfg.targets.dense_sigma)
     if cfg.targets.parts_task and cfg.parts_weight > 0:
         pt = torch.full_like(verts, seg.shape[0] - 1)
         out["parts"] = F.cross_entropy(heads.logits(flat, pt), seg[pt, verts])
@@ -122,7 +164,8 @@ def losses(
         with torch.no_grad():  # logged, not optimised
             hit = (logits.argmax(1) == label).float()
             out["chirality_acc"] = (hit * weight).sum() / weight.sum().clamp(min=1e-6)
-    out["total"] = (out["seg"] + cfg.parts_weight * out.get("parts", 0) + cfg.keypoint_weight * out.get("keypoint", 0)
+    out["total"] = (cfg.seg_weight * out.get("seg", 0) + cfg.dense_weight * out.get("dense", 0)
+                    + cfg.parts_weight * out.get("parts", 0) + cfg.keypoint_weight * out.get("keypoint", 0)
                     + cfg.chirality_weight * out.get("chirality", 0))  # fmt: skip
     return out
 
@@ -202,7 +245,7 @@ class PixelMatchValidator:
                 "val_flip_pct": float((gross & flipped).sum() / max(1, gross.sum()) * 100)}  # fmt: skip
 
 
-RUNTIME_FIELDS = ("steps", "threads", "workers", "device", "log_every", "val_every", "ckpt_every")
+RUNTIME_FIELDS = ("steps", "threads", "workers", "device", "log_every", "val_every", "ckpt_every", "max_cpu_s", "snapshot_cpu_s")
 
 
 def same_run_config(saved: dict | None, current: dict) -> bool:
@@ -244,8 +287,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def restore_checkpoint(ckpt_path: Path, cfg: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
-    """Load a run's ``last.pt`` into ``model``, ``opt`` and ``gen``; returns its step.
+def restore_checkpoint(ckpt_path: Path, cfg: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                       extras: dict | None = None) -> int:  # fmt: skip
+    """Load a run's ``last.pt`` into ``model``, ``opt`` and ``gen``; returns its step. ``extras``, when
+    given, receives the checkpoint's ``extras`` (e.g. the CPU seconds used so far).
 
     The step count and other runtime fields may change on resume (see :func:`same_run_config`);
     a checkpoint of another config or architecture raises one line naming the file and the fix.
@@ -262,6 +307,8 @@ def restore_checkpoint(ckpt_path: Path, cfg: Any, model: torch.nn.Module, opt: t
         ) from None
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
+    if extras is not None:
+        extras.update(state.get("extras", {}))
     return int(state["step"])
 
 
@@ -323,8 +370,9 @@ class StepLog:
         self.record: dict[str, Any] = {}
         self.t0, self.n_img = time.time(), 0
 
-    def update(self, step: int, images: int, ls: dict[str, torch.Tensor]) -> None:
-        """After optimiser step ``step`` (1-based) on ``images`` images with losses ``ls``."""
+    def update(self, step: int, images: int, ls: dict[str, torch.Tensor], force: bool = False, **fields: Any) -> None:
+        """After optimiser step ``step`` (1-based) on ``images`` images with losses ``ls``; ``force``
+        writes a record (with validation) whatever the step; ``fields`` are added to the record."""
         if not self.write:
             return
         cfg = self.cfg
@@ -332,11 +380,11 @@ class StepLog:
         if self.bar:
             self.bar.update()
             self.bar.set_postfix(loss=f"{ls['total'].item():.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if force or step % cfg.log_every == 0 or step == cfg.steps:
             el = time.time() - self.t0
             record = {"step": step, "time": time.time(), "lr": cfg.lr * self.lr_at(step), "img_per_s": self.n_img / max(el, 1e-9),
-                      **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
-            if self.validate and (step % cfg.val_every == 0 or step == cfg.steps):
+                      **fields, **{k: float(v.detach()) for k, v in ls.items()}}  # fmt: skip
+            if self.validate and (force or step % cfg.val_every == 0 or step == cfg.steps):
                 record.update(self.validate())
                 if self.bar:
                     self.bar.write(self.summary(step, record))
@@ -386,6 +434,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     seg = torch.from_numpy(targets.segmentations).to(device)
     kp = torch.from_numpy(targets.keypoints).to(device)
     sides = torch.from_numpy(body_sides(template).astype(np.int64)).to(device)
+    dense_geo = torch.from_numpy(targets.dense_geodesic).to(device) if targets.num_dense else None
+    if not ((cfg.targets.num_segmentations and cfg.seg_weight > 0) or (targets.num_dense and cfg.dense_weight > 0)
+            or (cfg.targets.parts_task and cfg.parts_weight > 0) or cfg.keypoint_weight > 0):  # fmt: skip
+        raise BodycorrError(f"training config {cfg.name}: no loss is active. Give segmentations with seg_weight > 0 or "
+                            "targets.dense_points with dense_weight > 0.")  # fmt: skip
     model = build_model(cfg, targets).to(device)
     heads = model.heads
     # no weight decay on the cosine heads: shrinking their norm would silently raise their step size
@@ -394,9 +447,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     opt = torch.optim.AdamW([{"params": body_params, "weight_decay": cfg.weight_decay},
                              {"params": head_params, "weight_decay": 0.0}], lr=cfg.lr)  # fmt: skip
     step = 0
+    extras: dict[str, Any] = {"cpu_s": 0.0}
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
-        step = restore_checkpoint(ckpt_path, cfg, model, opt, gen)
+        step = restore_checkpoint(ckpt_path, cfg, model, opt, gen, extras)
     elif cfg.init:
         init_weights(Path(cfg.init), cfg, model)
     if rank == 0:
@@ -431,6 +485,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                 f"gross {r['val_gross_pct']:.1f} % ({r['val_flip_pct']:.0f} % of them flips)"),
                   progress=progress, write=rank == 0)  # fmt: skip
     it = batches()
+    cpu_base, cpu_start = float(extras.get("cpu_s", 0.0)), process_tree_cpu_s()
+
+    def cpu_used() -> float:
+        return cpu_base + process_tree_cpu_s() - cpu_start
+
+    def snapshot(cpu: float) -> None:
+        if rank == 0:
+            save_model_file(model, ensure_dir(out / "snapshots", "snapshot folder") / f"cpu_{int(round(cpu)):07d}.pt",
+                            meta={"step": step, "config": cfg.name, "size": cfg.view.size, "cpu_s": cpu})  # fmt: skip
+
+    next_snap = (math.floor(cpu_base / cfg.snapshot_cpu_s) + 1) * cfg.snapshot_cpu_s if cfg.snapshot_cpu_s > 0 else math.inf
 
     def checkpoint() -> None:
         if world > 1:  # every rank must hold the same weights; a silent divergence would waste the run
@@ -439,7 +504,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
             return
         save_checkpoint(ckpt_path, {"format": CHECKPOINT_FORMAT, "step": step, "config": _plain(cfg.to_dict()),
                                     "model": checkpoint_dict(model), "optimizer": opt.state_dict(),
-                                    "generator": gen.get_state()})  # fmt: skip
+                                    "generator": gen.get_state(), "extras": {"cpu_s": cpu_used()}})  # fmt: skip
         save_model_file(model, out / "model.pt", meta={"step": step, "config": cfg.name, "size": cfg.view.size})
 
     with sigterm_as_interrupt():
@@ -448,12 +513,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                 batch = {k: v.to(device) for k, v in next(it).items()}
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(step, cfg)
-                ls = losses(ddp, heads, batch, seg, kp, cfg, gen, sides)
+                ls = losses(ddp, heads, batch, seg, kp, cfg, gen, sides, dense_geo)
                 opt.zero_grad(set_to_none=True)
                 ls["total"].backward()
                 opt.step()
                 step += 1
-                log.update(step, batch["depth"].shape[0] * world, ls)
+                cpu = cpu_used() if (cfg.max_cpu_s > 0 or cfg.snapshot_cpu_s > 0 or step % cfg.log_every == 0) else 0.0
+                over = cfg.max_cpu_s > 0 and cpu >= cfg.max_cpu_s
+                if world > 1 and cfg.max_cpu_s > 0:  # every rank stops at the same step, or DDP hangs
+                    flag = torch.tensor([float(over)], device=device)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                    over = bool(flag.item() > 0)
+                log.update(step, batch["depth"].shape[0] * world, ls, force=over, cpu_s=round(cpu, 1))
+                if cpu >= next_snap or (over and cfg.snapshot_cpu_s > 0):
+                    snapshot(cpu)
+                    next_snap = (math.floor(cpu / cfg.snapshot_cpu_s) + 1) * cfg.snapshot_cpu_s
+                if over:
+                    break
                 if step % cfg.ckpt_every == 0:
                     checkpoint()
         finally:

@@ -244,3 +244,45 @@ def test_default_refinement_takes_odd_input(tmp_path, model_file):
         assert s["refined_by"] == expect, (src, s["refine_info"])
         t = np.load(out / "correspondences.npz")["target_index"]
         assert t.min() >= 0 and t.max() < len(v)
+
+
+def _aggregate_reference(contrib, n, vote_iters, vote_power):
+    """Slow, obvious: per point, collect (weight, descriptor) from every view, then the weighted
+    unit mean and the agreement-reweighted means."""
+    per = [[] for _ in range(n)]
+    for idx, w, d in contrib:
+        for i, wi, di in zip(idx, w, d):
+            per[i].append((float(wi), np.asarray(di, np.float64)))
+    out = np.zeros((n, contrib[0][2].shape[1]))
+    for i, items in enumerate(per):
+        if not items:
+            continue
+        m = sum(w * d for w, d in items) / sum(w for w, _ in items)
+        m /= np.linalg.norm(m)
+        for _ in range(vote_iters):
+            ws = [w * max(float(d @ m), 0.0) ** vote_power for w, d in items]
+            if sum(ws) > 1e-6 * sum(w for w, _ in items):
+                m = sum(wv * d for wv, (_, d) in zip(ws, items)) / sum(ws)
+                m /= np.linalg.norm(m)
+        out[i] = m
+    return out
+
+
+def test_view_voting_outvotes_a_minority_and_matches_the_reference():
+    from bodycorr.matching.extract import aggregate_views
+
+    rng = np.random.default_rng(0)
+    left, right = np.eye(4)[0], np.eye(4)[1]  # two descriptors that must not be mixed
+    contrib = []
+    for v in range(5):  # 3 views say "left" for points 0-9, 2 views say "right"
+        d = np.tile(left if v < 3 else right, (10, 1)) + rng.normal(0, 0.05, (10, 4))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        contrib.append((np.arange(10), rng.uniform(0.5, 1.0, 10), d.astype(np.float32)))
+    plain, _, consistency = aggregate_views(contrib, 12, 0)
+    voted, wsum, _ = aggregate_views(contrib, 12, 3, 4.0)
+    assert (plain[:10] @ left).mean() < 0.9  # the plain mean sits between left and right
+    assert (voted[:10] @ left).min() > 0.99 and (voted[:10] @ right).max() < 0.1
+    assert np.all(wsum[10:] == 0) and np.all(voted[10:] == 0)  # unseen points stay empty for the filler
+    assert np.all(consistency[:10] < 0.9)  # the views' disagreement stays visible as low consistency
+    for it in (0, 2):
+        assert np.allclose(aggregate_views(contrib, 12, it, 4.0)[0], _aggregate_reference(contrib, 12, it, 4.0), atol=1e-6)

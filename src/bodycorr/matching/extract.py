@@ -68,13 +68,22 @@ class DescriptorExtractor:
         model: a descriptor network (``forward((B, 2, S, S)) -> (B, D, S, S)``).
         size: the square input side the model was trained on.
         batch_size: views per forward pass.
+        vote_iters: multi-view aggregation of meshes and clouds: 0 = the plain mean of the views'
+            descriptors; n > 0 = the mean, then ``n`` reweightings in which each view's contribution
+            to a vertex is weighted by its agreement with the current estimate (``max(cos, 0)^vote_power``),
+            so views that disagree (a left descriptor where most views say right) are outvoted, not mixed.
+        vote_power: sharpness of that weighting.
     """
 
-    def __init__(self, model: torch.nn.Module, size: int = 128, device: str = "cpu", batch_size: int = 8):
+    def __init__(self, model: torch.nn.Module, size: int = 128, device: str = "cpu", batch_size: int = 8,
+                 vote_iters: int = 0, vote_power: float = 4.0):  # fmt: skip
         self.model = model.to(device).eval()
         self.size = size
         self.device = torch.device(device)
         self.batch_size = batch_size
+        if vote_iters < 0 or vote_power <= 0:
+            raise BodycorrError(f"DescriptorExtractor: vote_iters must be >= 0 and vote_power > 0, got {vote_iters}, {vote_power}.")
+        self.vote_iters, self.vote_power = int(vote_iters), float(vote_power)
 
     @torch.no_grad()
     def dense(self, depths: np.ndarray) -> np.ndarray:
@@ -143,20 +152,16 @@ class DescriptorExtractor:
         caster = RayCaster(mesh.vertices, mesh.faces)
         frames = list(self.views_of(mesh.vertices, caster, num_views, up))
         desc = self.dense(np.stack([f.depth for _, f in frames]))
-        dim = desc.shape[-1]
-        acc = np.zeros((mesh.num_vertices, dim), dtype=np.float64)
-        wsum = np.zeros(mesh.num_vertices)
         seen = np.zeros(mesh.num_vertices, dtype=np.int64)
+        contrib = []
         for (_, fr), dsc in zip(frames, desc):
             m = fr.face >= 0
             tri = mesh.faces[fr.face[m]]  # (n, 3)
-            w = fr.bary[m].astype(np.float64)
-            dd = dsc[m].astype(np.float64)
-            for c in range(3):
-                np.add.at(acc, tri[:, c], w[:, c : c + 1] * dd)
-                np.add.at(wsum, tri[:, c], w[:, c])
+            # each pixel's descriptor goes to its triangle's corners by barycentric weight
+            contrib.append((tri.T.ravel(), fr.bary[m].T.ravel().astype(np.float64), np.tile(dsc[m], (3, 1))))
             seen[np.unique(tri.ravel())] += 1
-        return _finish(acc, wsum, seen, mesh.edges(), mesh.vertices)
+        mean, wsum, consistency = aggregate_views(contrib, mesh.num_vertices, self.vote_iters, self.vote_power)
+        return _finish(mean, wsum, seen, mesh.edges(), mesh.vertices, consistency)
 
     def point_cloud(self, cloud: PointCloud, num_views: int = 48, up: np.ndarray = np.array([0.0, 0.0, 1.0]),
                     splat: int = 0) -> VertexDescriptors:  # fmt: skip
@@ -192,24 +197,60 @@ class DescriptorExtractor:
             vis.append(ok & (zz > 0) & (z <= zz + tol))
             pix.append(uv)
         desc = self.dense(np.stack(depths))
-        dim = desc.shape[-1]
-        acc = np.zeros((len(pts), dim))
         seen = np.zeros(len(pts), dtype=np.int64)
+        contrib = []
         for dsc, uv, v in zip(desc, pix, vis):
-            acc[v] += dsc[uv[v, 1], uv[v, 0]]
+            idx = np.flatnonzero(v)
+            contrib.append((idx, np.ones(len(idx)), dsc[uv[v, 1], uv[v, 0]]))
             seen[v] += 1
+        mean, wsum, consistency = aggregate_views(contrib, len(pts), self.vote_iters, self.vote_power)
         tree = cKDTree(pts)
         nbr = tree.query(pts, k=min(8, len(pts)))[1]
         edges = np.stack([np.repeat(np.arange(len(pts)), nbr.shape[1] - 1), nbr[:, 1:].ravel()], 1)
-        return _finish(acc, seen.astype(np.float64), seen, edges, pts)
+        return _finish(mean, wsum, seen, edges, pts, consistency)
 
 
-def _finish(acc: np.ndarray, wsum: np.ndarray, seen: np.ndarray, edges: np.ndarray, points: np.ndarray, iters: int = 50) -> VertexDescriptors:
-    """Normalise accumulated descriptors; fill unseen vertices by neighbour averaging over ``edges``,
-    and any still unreached (isolated vertices, separate components) from the nearest filled point."""
+def _accumulate(contrib: list, n: int, weights: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``w * desc`` and ``w`` per point over views' contributions (idx (m,), w (m,), desc (m, D));
+    ``weights`` (one (m,) array per view) multiply the ``w``s."""
+    dim = contrib[0][2].shape[1] if contrib else 1
+    acc, wsum = np.zeros((n, dim)), np.zeros(n)
+    for k, (idx, w, d) in enumerate(contrib):
+        ww = w if weights is None else w * weights[k]
+        np.add.at(acc, idx, ww[:, None] * d)
+        np.add.at(wsum, idx, ww)
+    return acc, wsum
+
+
+def aggregate_views(contrib: list, n: int, vote_iters: int = 0, vote_power: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-point descriptor from several views' contributions.
+
+    contrib: one (idx (m,) int, w (m,) float, desc (m, D) unit) triple per view. Returns the unit
+    mean (n, D) (zeros where no view contributes), the weight sum (n,) and the consistency (n,): the
+    norm of the plain mean of the unit descriptors (1 = all views agree). With ``vote_iters`` > 0
+    the mean is re-estimated that many times with each contribution also weighted by
+    ``max(cos(desc, estimate), 0)^vote_power``: views that disagree with the majority (a left
+    descriptor among right ones) are outvoted instead of averaged in. Where every view disagrees
+    the plain mean is kept.
+    """
+    acc, wsum = _accumulate(contrib, n)
     mean = acc / np.maximum(wsum, 1e-12)[:, None]
     consistency = np.linalg.norm(mean, axis=1)
-    desc = mean / np.maximum(consistency, 1e-12)[:, None]
+    mean = mean / np.maximum(consistency, 1e-12)[:, None]
+    for _ in range(vote_iters):
+        agree = [np.clip((d * mean[idx]).sum(1), 0.0, None) ** vote_power for idx, _, d in contrib]
+        acc2, wsum2 = _accumulate(contrib, n, agree)
+        ok = wsum2 > 1e-6 * np.maximum(wsum, 1e-12)
+        m2 = acc2[ok] / wsum2[ok, None]
+        mean[ok] = m2 / np.maximum(np.linalg.norm(m2, axis=1), 1e-12)[:, None]
+    return mean, wsum, consistency
+
+
+def _finish(mean: np.ndarray, wsum: np.ndarray, seen: np.ndarray, edges: np.ndarray, points: np.ndarray,
+            consistency: np.ndarray, iters: int = 50) -> VertexDescriptors:  # fmt: skip
+    """Fill unseen vertices (``wsum`` 0) of the unit ``mean`` descriptors by neighbour averaging over
+    ``edges``, and any still unreached (isolated vertices, separate components) from the nearest filled point."""
+    desc = mean.copy()
     known = wsum > 0
     if not known.any():
         raise BodycorrError("descriptors: no view saw the surface. Check the input's scale and that it is not empty.")

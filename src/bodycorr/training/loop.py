@@ -420,6 +420,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     ``out_dir/model.pt`` (inference weights), ``out_dir/log.jsonl`` and ``out_dir/config.json``.
     Rerunning with the same ``out_dir`` resumes where it stopped.
     """
+    if not ((cfg.targets.num_segmentations and cfg.seg_weight > 0) or (cfg.targets.dense_points and cfg.dense_weight > 0)
+            or (cfg.targets.parts_task and cfg.parts_weight > 0) or cfg.keypoint_weight > 0):  # fmt: skip
+        raise BodycorrError(f"training config {cfg.name}: no loss is active. Give segmentations with seg_weight > 0 or "
+                            "targets.dense_points with dense_weight > 0.")  # fmt: skip
     rank, world = _dist()
     if world > 1:
         torch.distributed.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
@@ -435,10 +439,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     kp = torch.from_numpy(targets.keypoints).to(device)
     sides = torch.from_numpy(body_sides(template).astype(np.int64)).to(device)
     dense_geo = torch.from_numpy(targets.dense_geodesic).to(device) if targets.num_dense else None
-    if not ((cfg.targets.num_segmentations and cfg.seg_weight > 0) or (targets.num_dense and cfg.dense_weight > 0)
-            or (cfg.targets.parts_task and cfg.parts_weight > 0) or cfg.keypoint_weight > 0):  # fmt: skip
-        raise BodycorrError(f"training config {cfg.name}: no loss is active. Give segmentations with seg_weight > 0 or "
-                            "targets.dense_points with dense_weight > 0.")  # fmt: skip
     model = build_model(cfg, targets).to(device)
     heads = model.heads
     # no weight decay on the cosine heads: shrinking their norm would silently raise their step size

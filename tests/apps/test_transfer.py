@@ -110,3 +110,35 @@ def test_transfer_reads_big_photos_at_the_bounded_size(tmp_path, monkeypatch):
     with pytest.raises(BodycorrError, match="stop here"):
         transfer.run_transfer(str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "out"))
     assert seen == [(1365, 2048, 3)]
+
+
+def test_side_by_side_labels_every_panel(template, tmp_path, saved_figures):
+    """side_by_side.png: A, B, the result, and A's appearance on the template front, back and in UV, each titled."""
+    from bodycorr.apps.transfer import VertexTexture, _write_transfer
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 255, (30, 20, 3), dtype=np.uint8), rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    result = b.copy()
+    corr_a = _corr(np.arange(10), np.full((10, 3), 1 / 3, np.float32), (30, 20))
+    corr_b = _corr(np.arange(5), np.full((5, 3), 1 / 3, np.float32), (24, 32))
+    n = template.num_vertices
+    colours = np.where((template.mesh.vertices[:, 0] > 0)[:, None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]).astype(np.float32)
+    tex = VertexTexture(colours=colours, observed=(np.arange(n) % 4 == 0).astype(np.float32))
+    summary = _write_transfer(tmp_path, "dir/a.png", "dir/b.png", a, b, corr_a, corr_b, tex, result, 32)
+    assert summary["texture_coverage"] == pytest.approx(0.25, abs=0.01)
+    assert (tmp_path / "side_by_side.png").is_file() and (tmp_path / "texture.png").is_file()
+    (fig,) = saved_figures
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]
+    assert len(titles) == 6
+    assert titles[0] == "A: source photo (a.png) (the appearance)" and titles[1] == "B: target photo (b.png) (the pose and shape)"
+    assert titles[2].startswith("B repainted with A's appearance")
+    assert titles[3].startswith("A's appearance on the template: front") and titles[4].startswith("A's appearance on the template: back")
+    assert "25 % seen in A" in titles[3] and titles[5].startswith("A's appearance in the template's UV atlas")
+    for ax, img in zip(fig.axes[:3], (a, b, result)):
+        np.testing.assert_array_equal(ax.images[0].get_array(), img)
+    # the template panels wear A's colours: seen from the front, the body's left (+x, red) is on the picture's right
+    front = fig.axes[3].collections[0]
+    paths = front.get_paths()
+    right = np.array([p.vertices[:, 0].mean() > 0 for p in paths])
+    fc = front.get_facecolor()[:, :3]
+    assert (fc[right, 0] > fc[right, 2]).mean() > 0.95 and (fc[~right, 2] > fc[~right, 0]).mean() > 0.95

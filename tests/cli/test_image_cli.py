@@ -39,6 +39,7 @@ def test_image_writes_every_output(tiny_model, tmp_path, capsys):
         assert ((z["vertex"] >= 0) == sil).all()
     for name in ("correspondence.png", "overlay.png", "silhouette.png"):
         assert Image.open(out / name).size == (40, 60)
+    assert Image.open(out / "overlay_legend.png").size[0] > 600  # photo, overlay and the template's colour code
     summary = json.loads((out / "summary.json").read_text())
     assert summary["person_pixels"] == int(sil.sum())
 

@@ -19,6 +19,7 @@ from bodycorr.evaluation.harness import (
     PairSpec,
     PairSuite,
     PairTruth,
+    ReferenceBody,
     RowCache,
     SolverRows,
     Surface,
@@ -29,7 +30,9 @@ from bodycorr.evaluation.harness import (
     _RingPattern,
     _Runner,
     format_comparison,
+    heatmap_pair,
     pair_distances,
+    plot_error_heatmap,
     result_json,
     run_benchmark,
     select_points,
@@ -283,6 +286,60 @@ def test_bad_pairs_and_failing_methods_are_reported(tmp_path):
     assert doc["errors"] == res.issues and doc["method_order"] == ["random", "fails on b", "wrong length"]
     table = format_comparison(res)
     assert "fails on b" in table and "random" in table
+
+
+def _turbo_level(colours: np.ndarray) -> np.ndarray:
+    """(N,) index 0-255 into the turbo colour map of (N, 3) (shaded, i.e. scaled) colours."""
+    import matplotlib
+
+    lut = matplotlib.colormaps["turbo"](np.linspace(0, 1, 256))[:, :3]
+    lut = lut / lut.max(1, keepdims=True)
+    c = colours / colours.max(1, keepdims=True)
+    return np.abs(c[:, None, :] - lut[None]).sum(-1).argmin(1)
+
+
+def test_heatmap_on_the_reference_body_is_the_mean_error_per_vertex(reg_folder, tmp_path, saved_figures):
+    from bodycorr.matching.visualize import draw_order
+
+    suite = load_user_suite(UserSuiteConfig(str(reg_folder), up="z"))
+    body = toy_body()  # what every registration is, vertex by vertex, in its rest shape
+    up, facing = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
+    suite.reference_body = lambda: ReferenceBody(body, up, facing, "toy template")
+    methods = [Oracle(suite, mirror=True, name="mirror"), Oracle(suite)]
+    res = run_benchmark(suite, methods, HarnessConfig(kinds=("full-full",), max_points=300), progress=False)
+    assert res.body is not None and res.body.mesh is body and res.body.pair is None
+    for recs in res.records["mirror"].values():
+        for r in recs:  # the evaluated points on the reference body: its vertices, where the source is that body
+            assert r.anchor.shape == (300, 3)
+            assert np.isin(r.anchor.view([("", r.anchor.dtype)] * 3), body.vertices.astype(np.float32).view([("", np.float32)] * 3)).all()
+            if r.pair.startswith("alice_00"):
+                np.testing.assert_allclose(r.anchor, r.points, atol=1e-6)
+    assert plot_error_heatmap(res, tmp_path / "heatmap.png").is_file()
+    (fig,) = saved_figures
+    assert " ".join(fig._suptitle.get_text().split()).startswith("full-full/intra/clean: mean geodesic error per toy template vertex over 1 pair(s)")
+    cells = fig.subfigs[0].subfigs
+    assert [c._suptitle.get_text().split("\n")[0] for c in cells] == ["mirror", "oracle"]
+    assert any("geodesic error (cm)" in ax.get_ylabel() for ax in fig.axes)
+    # the mirror is wrong far from the mirror plane and right on it; the oracle is right everywhere
+    order = np.argsort(draw_order(body.vertices, body.faces, "front", up, facing))
+    v = body.vertices
+    side = np.flatnonzero((np.abs(v[body.faces][..., 0]) > 0.2).all(1))
+    middle = np.flatnonzero(np.abs(v[body.faces][..., 0].mean(1)) < 0.02)
+    levels = [_turbo_level(c.axes[0].collections[0].get_facecolor()[:, :3][order]) for c in cells]
+    assert np.median(levels[0][side]) > 200 and np.median(levels[0][middle]) < 60
+    assert levels[1].max() < 30
+
+
+def test_heatmap_without_a_reference_body_is_drawn_on_a_typical_pairs_source(reg_folder, tmp_path, saved_figures):
+    suite = load_user_suite(UserSuiteConfig(str(reg_folder), up="z"))
+    res = run_benchmark(suite, [Oracle(suite, mirror=True, name="mirror")], HarnessConfig(kinds=("full-full",), max_points=300), progress=False)
+    group, pair = heatmap_pair(res)
+    assert res.body.pair == pair and res.body.mesh is suite.surface(pair.split("->")[0]).mesh and res.body.facing is None
+    assert all(r.anchor is None for recs in res.records["mirror"].values() for r in recs)
+    plot_error_heatmap(res, tmp_path / "heatmap.png")
+    (fig,) = saved_figures
+    assert " ".join(fig._suptitle.get_text().split()).startswith(f"{group}, pair {pair} (a typical one): geodesic error on its source surface")
+    assert [ax.get_title() for ax in fig.axes if ax.collections and not ax.get_ylabel()] == ["side 1", "side 2 (turned 180°)"]
 
 
 def test_model_method_and_report(reg_folder, tiny_model, tmp_path):

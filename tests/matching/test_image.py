@@ -133,3 +133,42 @@ def test_large_image_is_scaled_and_the_summary_says_so(fmt, tmp_path, monkeypatc
     small = mi.run_image(tmp_path / "small.png", tmp_path / "out2", progress=True)
     assert small["size"] == [100, 150] and small["scaled_from"] is None and small["scale"] == 1.0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("person", [True, False])
+def test_overlay_legend_shows_photo_overlay_and_template_code(person, tmp_path, monkeypatch, saved_figures):
+    """overlay_legend.png: the photo, the overlay, the template front and back in the overlay's colour
+    code, each titled, and a line on how much is person and how sure the map is."""
+    code = get_surface_code()
+    net = BrightIsPerson(code.colours[123].astype(np.float32))
+    monkeypatch.setattr(mi, "load_mapper", lambda model=None, device="cpu": mi.ImageMapper(net, size=64, code=code))
+    rgb = np.zeros((90, 60, 3), np.uint8)
+    if person:
+        rgb[20:70, 20:40] = 255
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    summary = mi.run_image(tmp_path / "p.png", tmp_path / "out")
+    legend = tmp_path / "out" / "overlay_legend.png"
+    assert legend.is_file() and Image.open(legend).size[0] > 600  # a figure, not the 60x90 overlay
+    assert Image.open(tmp_path / "out" / "overlay.png").size == (60, 90)  # still pixel for pixel
+    fig = saved_figures[-1]
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]
+    assert titles[0] == "input" and titles[1].startswith("correspondence")
+    assert titles[2:] == ["template colour code: front", "template colour code: back"]
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), rgb)
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), np.asarray(Image.open(tmp_path / "out" / "overlay.png")))
+    # the legend wears the code's many colours, not one flat colour
+    legend_colours = fig.axes[2].collections[0].get_facecolor()[:, :3]
+    assert legend_colours.std(0).min() > 0.1
+    note = fig._supxlabel.get_text()
+    if person:
+        assert f"{summary['person_pixels']:,} person pixels" in note and f"mean confidence {summary['mean_confidence']:.2f}" in note
+    else:
+        assert note == "no person found: nothing to colour"
+
+
+def test_overlay_note_gives_the_plausibility_where_the_summary_has_it():
+    base = {"size": [100, 50], "person_pixels": 1250, "mean_confidence": 0.4, "empty": False}
+    assert mi.overlay_note(base) == "1,250 person pixels (25 % of the picture), mean confidence 0.40 (0 to 1)"
+    note = mi.overlay_note(base | {"plausibility": {"score": 0.31, "is_person": False}})
+    assert note.endswith("; plausibility 0.31 (0 to 1: does NOT look like a person)")
+    assert "looks like a person" in mi.overlay_note(base | {"plausibility": {"score": 0.9, "is_person": True}})

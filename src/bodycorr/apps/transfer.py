@@ -128,8 +128,9 @@ def uv_texture(texture: VertexTexture, size: int = 512, template: Template | Non
 def run_transfer(source: str, target: str, out_dir: str, model: str | None = None, texture_size: int = 512) -> dict:
     """The ``bodycorr transfer A B`` job: A's appearance on B's person, through the template.
 
-    Writes ``transfer.png`` (B repainted), ``side_by_side.png`` (A, B, result), ``texture.png``
-    (A's appearance in the template's UV atlas) and ``texture_vertices.npy`` ((Vt, 3) colours).
+    Writes ``transfer.png`` (B repainted), ``side_by_side.png`` (labelled panels: A, B, the result,
+    and A's appearance on the template, front and back, and in its UV atlas: :func:`transfer_figure`),
+    ``texture.png`` (A's appearance in the template's UV atlas) and ``texture_vertices.npy`` ((Vt, 3) colours).
     Photos over :data:`~bodycorr.matching.image.MAX_SIDE` pixels on their longer side are read at
     that size (as ``bodycorr image`` maps them), so memory stays bounded; the outputs are at it too.
     """
@@ -155,18 +156,57 @@ def _write_transfer(out: Path, source: str, target: str, a: np.ndarray, b: np.nd
 
     from bodycorr.common.fileio import atomic_path, write_json_atomic
 
-    h = max(a.shape[0], b.shape[0])
-
-    def pad(x: np.ndarray) -> np.ndarray:
-        return np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)), constant_values=255)
-
-    sheet = np.concatenate([pad(a), pad(b), pad(result)], axis=1)
-    for name, img in (("transfer.png", result), ("side_by_side.png", sheet), ("texture.png", uv_texture(tex, texture_size))):
+    template = get_template()
+    atlas = uv_texture(tex, texture_size, template)
+    for name, img in (("transfer.png", result), ("texture.png", atlas)):
         with atomic_path(out / name) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
+    coverage = float((tex.observed > 0).mean())
+    transfer_figure(a, b, result, tex.colours, atlas, template.mesh.vertices, template.mesh.faces, out / "side_by_side.png",
+                    coverage=coverage, names=(Path(source).name, Path(target).name))  # fmt: skip
     with atomic_path(out / "texture_vertices.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, tex.colours)
     summary = {"source": source, "target": target, "source_pixels": int(ca.silhouette.sum()), "target_pixels": int(cb.silhouette.sum()),
-               "texture_coverage": float((tex.observed > 0).mean())}  # fmt: skip
+               "texture_coverage": coverage}  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def transfer_figure(a: np.ndarray, b: np.ndarray, result: np.ndarray, colours: np.ndarray, atlas: np.ndarray,
+                    vertices: np.ndarray, faces: np.ndarray, path: str | Path, coverage: float | None = None,
+                    names: tuple[str, str] = ("", "")) -> Path:  # fmt: skip
+    """The transfer as labelled panels: A (the appearance), B (the pose and shape), B repainted, and
+    A's appearance on the template, front and back, and in its UV atlas.
+
+    a, b, result: (H, W, 3) uint8 photos; colours: (V, 3) template vertex colours in [0, 1];
+    atlas: (S, S, 3) uint8 UV texture; vertices (V, 3), faces (F, 3): the template. ``coverage``:
+    the share of template vertices A's photo showed (the rest filled in from neighbours).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bodycorr.common.fileio import atomic_path
+    from bodycorr.matching.visualize import draw_mesh
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 9.5), layout="constrained")
+    na, nb = (f" ({n})" if n else "" for n in names)
+    photos = ((a, f"A: source photo{na}\n(the appearance)"), (b, f"B: target photo{nb}\n(the pose and shape)"),
+              (result, "B repainted with A's appearance\n(transfer.png)"))  # fmt: skip
+    for ax, (img, title) in zip(axes[0], photos):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=11)
+    seen = "" if coverage is None else f"\n({100 * coverage:.0f} % seen in A, the rest filled in)"
+    for ax, side in zip(axes[1, :2], ("front", "back")):
+        draw_mesh(ax, vertices, faces, np.asarray(colours, np.float64), side, shade=0.3)
+        ax.set_title(f"A's appearance on the template: {side}" + seen, fontsize=11)
+    axes[1, 2].imshow(atlas)
+    axes[1, 2].set_title("A's appearance in the template's\nUV atlas (texture.png)", fontsize=11)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

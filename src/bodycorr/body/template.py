@@ -15,6 +15,9 @@ from bodycorr.common.cache import cached_arrays, content_hash
 from bodycorr.geometry.mesh import Mesh
 
 TEMPLATE_VERSION = 1
+#: The template's up axis and the way it faces (Anny's rest pose: z up, facing -y; its left is +x).
+TEMPLATE_UP = np.array([0.0, 0.0, 1.0])
+TEMPLATE_FACING = np.array([0.0, -1.0, 0.0])
 
 PART_NAMES: tuple[str, ...] = (
     "head", "torso",

@@ -154,8 +154,12 @@ def _cmd_image(a: argparse.Namespace) -> None:
         text = f"no person found in {a.image}: wrote an empty silhouette to {a.out}"
     else:
         scaled = f", scaled from {res['scaled_from'][1]}x{res['scaled_from'][0]}" if res.get("scaled_from") else ""
+        pl = res["plausibility"]
+        looks = "looks like a person" if pl["is_person"] else "does NOT look like a person"
         text = (f"mapped {res['person_pixels']} person pixels of {a.image} ({res['size'][1]}x{res['size'][0]}{scaled}) to the template, "
-                f"mean confidence {res['mean_confidence']:.2f}, {res['seconds']:.2f} s; outputs in {a.out}")  # fmt: skip
+                f"mean confidence {res['mean_confidence']:.2f}, {res['seconds']:.2f} s; outputs in {a.out}\n"
+                f"silhouette: {looks} (plausibility {pl['score']:.2f}; {pl['share'] * 100:.0f} % of the image, {pl['components']} "
+                f"blob{'s' if pl['components'] != 1 else ''}, the largest {pl['largest_share'] * 100:.0f} % of it)")  # fmt: skip
     _emit(a, text, res)
 
 
@@ -368,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_benchmark)
 
     im = sub.add_parser("image", help="map every person pixel of an RGB image to the body template (vertex, barycentrics, UV)")
-    im.add_argument("image", help="PNG or JPEG image")
-    im.add_argument("-o", "--out", required=True, help="output folder (correspondence.npz/.png, overlay.png, silhouette.png, summary.json)")
+    im.add_argument("image", help="PNG or JPEG image, or sample:NAME, a photograph shipped in scikit-image (astronaut, camera: people; "
+                                  "chelsea, coffee, rocket: none)")  # fmt: skip
+    im.add_argument("-o", "--out", required=True, help="output folder (correspondence.npz/.png, overlay.png, overlay_legend.png, silhouette.png, summary.json)")
     im.add_argument("--model", help="image model file (default: the shipped model)")
     _json_option(im)
     im.set_defaults(func=_cmd_image)
@@ -447,6 +452,12 @@ def _precheck(a: argparse.Namespace) -> None:
     from bodycorr.common.fileio import check_output_dir, check_output_file
 
     for attr, what in _IN_FILES.get(a.cmd, ()):
+        if a.cmd == "image" and attr == "image":
+            from bodycorr.data.samples import check_sample, is_sample
+
+            if is_sample(a.image):
+                check_sample(a.image)
+                continue
         if getattr(a, attr, None):
             check_readable(getattr(a, attr), what)
     for attr, what in _IN_DIRS.get(a.cmd, ()):

@@ -166,6 +166,28 @@ class View:
     name: str
 
 
+@dataclass(frozen=True, eq=False)
+class ReferenceBody:
+    """The body a benchmark's error heatmap is drawn on.
+
+    Attributes:
+        mesh: the body (metres).
+        up: (3,) its up axis.
+        facing: (3,) the way it faces, or None (unknown: the picture calls its sides 1 and 2).
+        name: what it is, for the picture ("template", "source of a->b").
+        pair: None: a suite's shared body (the template): every pair's evaluated points lie on it
+            (:attr:`PairRecord.anchor`) and the heatmap shows the per-vertex mean over all pairs of a
+            group. A pair name: that pair's source surface; the heatmap shows that pair's errors at
+            its evaluated points (:attr:`PairRecord.points`).
+    """
+
+    mesh: Mesh
+    up: np.ndarray
+    facing: np.ndarray | None = None
+    name: str = "template"
+    pair: str | None = None
+
+
 @dataclass(frozen=True)
 class PairSpec:
     """A pair of surfaces (source -> target) and its group ("intra", "inter", "pairs", ...)."""
@@ -230,6 +252,14 @@ class PairSuite:
         surface); ``max_points`` then sets how many reference ids the suite marks (0 = all).
         Called once per run, before the first pair.
         """
+        return None
+
+    def reference_body(self) -> ReferenceBody | None:
+        """Optional: a body every surface of the suite corresponds to vertex by vertex, whose vertex
+        ``r`` is reference id ``r`` (``Surface.ref``; the vertex index itself when that is None) and
+        in whose frame ``Surface.canonical`` points lie (the synthetic suites: the template). The
+        benchmark's heatmap then shows the mean error per vertex of it over all pairs. None (default):
+        the heatmap is drawn on one pair's source surface."""
         return None
 
     def geodesic_task(self, name: str) -> tuple[Any, tuple] | None:
@@ -737,6 +767,7 @@ class PairRecord:
     has_symmetry: bool
     points: np.ndarray  # (K, 3) float32 evaluated source points (metres)
     up: np.ndarray
+    anchor: np.ndarray | None = None  # (K, 3) float32 the evaluated points on the suite's reference body, or None
 
 
 @dataclass(eq=False)
@@ -749,6 +780,7 @@ class BenchmarkResult:
     issues: list[str]
     meta: dict
     groups: list[str]
+    body: ReferenceBody | None = None  # what the heatmap is drawn on (None: nothing evaluated)
 
     def summaries(self) -> dict[str, dict[str, dict]]:
         """``{method: {group: summary}}`` (:func:`summarize_records`)."""
@@ -788,6 +820,7 @@ class _Runner:
         self.seconds = {"describe": 0.0, "match": 0.0, "truth": 0.0, "evaluate": 0.0}  # where the run's time went
         self.prefetch: _Prefetch | None = None
         self.truth_mask: np.ndarray | None = None  # the suite's shared truth subset (PairSuite.truth_subset)
+        self.body: ReferenceBody | None = None  # the suite's reference body (PairSuite.reference_body)
 
     def shape(self, name: str, partial: bool, noise: str) -> EvalShape:
         key = f"{name} [view, {noise}]" if partial else name
@@ -876,6 +909,7 @@ class _Runner:
         cfg.check()
         mask = self.suite.truth_subset(self.max_points, cfg.seed) if hasattr(self.suite, "truth_subset") else None
         self.truth_mask = None if mask is None else np.asarray(mask, dtype=bool)
+        self.body = self.suite.reference_body() if hasattr(self.suite, "reference_body") else None
         groups_in_order = list(dict.fromkeys(p.group for p in self.suite.pairs))
         jobs = []
         for kind in cfg.kinds:
@@ -918,8 +952,34 @@ class _Runner:
         meta["views"] = views[0] if len(views) == 1 else (views or None)
         meta["models"] = {m.name: {"file": m.model_file, "sha256": m.model_sha256}
                           for m in self.methods if getattr(m, "model_sha256", None)}  # fmt: skip
-        return BenchmarkResult(self.suite.name, [m.name for m in self.methods], records,
-                               list(self.suite.issues) + self.issues, meta, group_keys)  # fmt: skip
+        result = BenchmarkResult(self.suite.name, [m.name for m in self.methods], records,
+                                 list(self.suite.issues) + self.issues, meta, group_keys, self.body)  # fmt: skip
+        if result.body is None:
+            result.body = self._pair_body(result)
+        return result
+
+    def _pair_body(self, result: BenchmarkResult) -> ReferenceBody | None:
+        """The source surface of the pair the heatmap shows (:func:`heatmap_pair`), for suites without a reference body."""
+        pick = heatmap_pair(result)
+        if pick is None:
+            return None
+        spec = next((p for p in self.suite.pairs if p.name == pick[1]), None)
+        if spec is None:
+            return None
+        surf = self.suite.surface(spec.source)
+        if not getattr(surf.mesh, "num_faces", 0):
+            return None
+        return ReferenceBody(surf.mesh, np.asarray(surf.up, np.float64), None, f"source of {spec.name}", spec.name)
+
+    def _anchor(self, src: EvalShape, surf: Surface, index: np.ndarray) -> np.ndarray | None:
+        """(K, 3) float32 the evaluated source points ``index`` on the reference body, or None without one."""
+        if self.body is None:
+            return None
+        v = src.vertex[index]  # evaluated points always have a surface vertex
+        if surf.canonical is not None:
+            return np.asarray(surf.canonical, np.float32)[v]
+        ref = v if surf.ref is None else np.asarray(surf.ref)[v]
+        return np.asarray(self.body.mesh.vertices, np.float32)[ref]
 
     def _run_pair(self, pair: PairSpec, kind: str, noise: str, gkey: str, records) -> None:
         src = self.shape(pair.source, kind.startswith("partial"), noise)
@@ -941,6 +1001,7 @@ class _Runner:
         truth = PairTruth(src, tgt, ssurf, tsurf, self.indexes[pair.target], graph, self.suite.geodesics(pair.target),
                           self.max_points, self.config.seed, self.seen.get(tgt.key), self.truth_mask)  # fmt: skip
         self.seconds["truth"] += time.perf_counter() - t_truth
+        anchor = None  # the same evaluated points for every method
         for m in self.methods:
             try:
                 a, ta = self.prepare(m, src)
@@ -964,8 +1025,10 @@ class _Runner:
             t_eval = time.perf_counter()
             errs, outside = truth.evaluate(pred, pair.name, {"describe": ta + tb, "match": tm})
             self.seconds["evaluate"] += time.perf_counter() - t_eval
+            if anchor is None and self.body is not None:
+                anchor = self._anchor(src, ssurf, truth.index)
             records[m.name][gkey].append(PairRecord(gkey, pair.name, errs, outside, tsurf.symmetry is not None,
-                                                    src.scan.points[truth.index].astype(np.float32), src.up))  # fmt: skip
+                                                    src.scan.points[truth.index].astype(np.float32), src.up, anchor))  # fmt: skip
 
 
 class _Known(Exception):
@@ -1267,20 +1330,6 @@ def plot_sorted_pairs_compare(result: BenchmarkResult, path: str | Path) -> Path
     return _save(fig, Path(path))
 
 
-def _project(points: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """2D coordinates (right, up) of points seen along their least-spread horizontal direction, and
-    a far-to-near drawing order."""
-    up = np.asarray(up, dtype=np.float64)
-    up = up / (np.linalg.norm(up) + 1e-12)
-    c = points - points.mean(0)
-    flat = c - np.outer(c @ up, up)
-    _, _, vt = np.linalg.svd(flat[:: max(1, len(flat) // 5000)], full_matrices=False)
-    right = vt[0] - (vt[0] @ up) * up
-    right /= np.linalg.norm(right) + 1e-12
-    depth = np.cross(right, up)
-    return c @ right, c @ up, np.argsort(c @ depth)[::-1]
-
-
 def heatmap_pair(result: BenchmarkResult) -> tuple[str, str] | None:
     """(group, pair) shown in the heatmap: in the first group the first method has pairs in, the pair
     whose mean error is that method's median (a typical pair)."""
@@ -1294,32 +1343,42 @@ def heatmap_pair(result: BenchmarkResult) -> tuple[str, str] | None:
 
 
 def plot_error_heatmap(result: BenchmarkResult, path: str | Path, max_cm: float = 20.0) -> Path | None:
-    """The source points of one pair coloured by geodesic error (0 to ``max_cm``), one panel per method."""
-    pick = heatmap_pair(result)
-    if pick is None:
-        return None
-    g, pair = pick
-    panels = []
-    for m in result.methods:
-        for r in result.records[m].get(g, []):
-            if r.pair == pair:
-                panels.append((m, r))
-    fig, axes = _figure(len(panels), 4.0, 5.0)
-    sc = None
-    for ax, (m, r) in zip(axes, panels):
-        x, y, order = _project(r.points.astype(np.float64), r.up)
-        e = r.errors.errors_cm
-        size = float(np.clip(6000.0 / max(len(e), 1), 2.0, 12.0))
-        sc = ax.scatter(x[order], y[order], c=np.clip(e[order], 0, max_cm), cmap="turbo", vmin=0, vmax=max_cm, s=size, linewidths=0)
-        ax.set_aspect("equal")
-        ax.axis("off")
-        ax.set_title(f"{m}\nmean {e.mean():.1f} cm, {(e < 5).mean() * 100:.0f} % < 5 cm", fontsize=8)
-    if sc is not None:
-        fig.colorbar(sc, ax=list(axes[: len(panels)]), shrink=0.7, label="geodesic error (cm)")
-    fig.suptitle(f"{g}: {pair}", fontsize=9)
-    import matplotlib.pyplot as plt
+    """Geodesic errors drawn on a body, front and back, one pair of views per method, colour bar in cm.
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return Path(path)
+    On a suite's reference body (the template; :attr:`BenchmarkResult.body`): the mean error per
+    vertex over every pair of the first group the first method has pairs in, known at the evaluated
+    points and spread to the other vertices (:func:`~bodycorr.evaluation.plots.spread_to_vertices`).
+    Otherwise on the source surface of a typical pair (:func:`heatmap_pair`), that pair's errors.
+    None when nothing was evaluated.
+    """
+    from bodycorr.evaluation.plots import plot_errors_on_body, spread_to_vertices
+
+    body, pick = result.body, heatmap_pair(result)
+    if body is None or pick is None:
+        return None
+    g = pick[0]
+    verts = np.asarray(body.mesh.vertices, np.float64)
+    panels, counts = [], []
+    for m in result.methods:
+        if body.pair is None:
+            recs = [r for r in result.records[m].get(g, []) if r.anchor is not None]
+            anchors = [r.anchor for r in recs]
+        else:
+            recs = [r for r in result.records[m].get(g, []) if r.pair == body.pair]
+            anchors = [r.points for r in recs]
+        if not recs:
+            continue
+        e = np.concatenate([r.errors.errors_cm for r in recs])
+        values = spread_to_vertices(np.concatenate(anchors), e, verts)
+        panels.append((f"{m}\nmean {e.mean():.1f} cm, {(e < 5).mean() * 100:.0f} % < 5 cm", values))
+        counts.append(len(recs))
+    if not panels:
+        return None
+    points = len(result.records[result.methods[0]][g][0].errors.errors_cm) if result.records[result.methods[0]].get(g) else 0
+    if body.pair is None:
+        title = (f"{g}: mean geodesic error per {body.name} vertex over {max(counts)} pair(s)\n(measured at ~{points} "
+                 "points a pair, spread to the other vertices by inverse-distance weighting)")  # fmt: skip
+    else:
+        title = (f"{g}, pair {body.pair} (a typical one): geodesic error on its source surface\n(measured at {points} points, "
+                 "spread to the other vertices by inverse-distance weighting)")  # fmt: skip
+    return plot_errors_on_body(panels, verts, body.mesh.faces, path, body.up, body.facing, max_cm, title)

@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodycorr.body.template import get_template
+from bodycorr.body.template import TEMPLATE_FACING, TEMPLATE_UP, get_template
 from bodycorr.common.cache import cache_dir, cached_arrays, content_hash
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import ensure_dir, write_json_atomic
@@ -81,6 +81,7 @@ from bodycorr.evaluation.harness import (
     ModelMethod,
     PairSpec,
     PairSuite,
+    ReferenceBody,
     Surface,
     View,
     run_benchmark,
@@ -263,6 +264,7 @@ class SyntheticPairSuite(PairSuite):
         self.suite = load_suite(name)
         self.name = self.suite.name
         template = get_template()
+        self.template_mesh = template.mesh
         self.template_vertices = template.mesh.vertices
         self.symmetry = template.symmetry
         self.template_area = float(template.mesh.face_areas().sum())
@@ -305,6 +307,10 @@ class SyntheticPairSuite(PairSuite):
         valid = np.isfinite(depth) & (depth > 0)
         return View(np.where(valid, depth, 0).astype(np.float32), self.suite.camera(i), vert[valid].astype(np.int64),
                     f"{name} ({noise})")  # fmt: skip
+
+    def reference_body(self) -> ReferenceBody:
+        """The template (z up, facing -y): every body of the suite is it in another shape and pose."""
+        return ReferenceBody(self.template_mesh, TEMPLATE_UP, TEMPLATE_FACING, "template")
 
     def truth_subset(self, max_points: int, seed: int) -> np.ndarray | None:
         """Own-surface geodesics: the ``max_points`` truth vertices (0 = all 13,348) every pair

@@ -276,8 +276,15 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
     """The ``bodycorr image`` job: map one image to the template and write the results.
 
     Writes ``correspondence.npz`` (vertex, face, bary, uv, silhouette, confidence, colour),
-    ``correspondence.png`` (colour-coded), ``overlay.png``, ``silhouette.png`` and ``summary.json``.
-    An image with nobody in it gives an empty silhouette (and says so), not an error.
+    ``correspondence.png`` (colour-coded), ``overlay.png`` (the code over the dimmed photo, pixel for
+    pixel), ``overlay_legend.png`` (the photo, the overlay and, as their legend, the template in the
+    same colour code, front and back: :func:`~bodycorr.matching.visualize.image_overlay_figure`),
+    ``silhouette.png`` and ``summary.json``.
+    An image with nobody in it gives an empty silhouette (and says so), not an error. ``path`` may
+    also be ``sample:NAME``, a photograph shipped in scikit-image (:mod:`bodycorr.data.samples`).
+    ``summary.json`` gives the silhouette's ``plausibility``
+    (:func:`~bodycorr.matching.plausibility.image_plausibility`); a silhouette that does not look
+    like a person's is reported with one warning line on stderr.
 
     An image whose longer side is over ``max_side`` (default :data:`MAX_SIDE`; None: never) is
     downscaled first, and every output is at the scaled size: ``summary.json`` gives ``size``
@@ -289,9 +296,15 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
     import time
 
     from bodycorr.common.fileio import check_output_dir, output_run
+    from bodycorr.data.samples import is_sample, load_sample
+    from bodycorr.matching.plausibility import image_plausibility
 
     t_read = time.perf_counter()
-    rgb, full = read_image_bounded(path, max_side)
+    if is_sample(path):  # sample:NAME, a photograph shipped in scikit-image
+        rgb = check_image(load_sample(path), str(path))
+        full = tuple(rgb.shape[:2])
+    else:
+        rgb, full = read_image_bounded(path, max_side)
     check_output_dir(out_dir)
     scale = max(rgb.shape[:2]) / max(full) if tuple(rgb.shape[:2]) != full else 1.0
     show = progress and full[0] * full[1] >= LARGE_IMAGE_PIXELS
@@ -303,12 +316,16 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
     corr = mapper(rgb, progress=show)
     seconds = time.perf_counter() - t0
     scaling = {"scaled_from": list(full) if scale != 1.0 else None, "scale": round(scale, 6)}
+    plaus = image_plausibility(corr.silhouette, corr.confidence, corr.silhouette_prob)
+    if corr.silhouette.any() and not plaus.is_person:  # (an empty silhouette is reported as "no person found")
+        print(f"bodycorr: warning: {plaus.message(str(path))}", file=sys.stderr, flush=True)
+    scaling["plausibility"] = plaus.to_json()  # goes into summary.json with the scaling
     with output_run(out_dir, IMAGE_OUTPUTS) as out:
         return _write_image_outputs(out, path, rgb, corr, mapper, model, seconds, scaling)
 
 
 #: What :func:`run_image` writes (a rerun deletes the older run's first).
-IMAGE_OUTPUTS = ("correspondence.npz", "correspondence.png", "overlay.png", "silhouette.png", "summary.json")
+IMAGE_OUTPUTS = ("correspondence.npz", "correspondence.png", "overlay.png", "overlay_legend.png", "silhouette.png", "summary.json")
 
 
 def _write_image_outputs(out: Path, path: str | Path, rgb: np.ndarray, corr: ImageCorrespondence, mapper: ImageMapper,
@@ -333,5 +350,29 @@ def _write_image_outputs(out: Path, path: str | Path, rgb: np.ndarray, corr: Ima
         "mean_confidence": float(corr.confidence[corr.silhouette].mean()) if corr.silhouette.any() else 0.0,
         "seconds": round(seconds, 3),
     }  # fmt: skip
+    _write_overlay_legend(out / "overlay_legend.png", rgb, pictures["overlay.png"], mapper.code, summary)
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def overlay_note(summary: dict) -> str:
+    """The line under ``overlay_legend.png``: how much of the picture is person, how sure the map is
+    and, where the summary has it, how much the silhouette looks like a person (its plausibility)."""
+    if summary.get("empty"):
+        return "no person found: nothing to colour"
+    h, w = summary["size"]
+    text = (f"{summary['person_pixels']:,} person pixels ({100 * summary['person_pixels'] / (h * w):.0f} % of the picture), "
+            f"mean confidence {summary['mean_confidence']:.2f} (0 to 1)")  # fmt: skip
+    pl = summary.get("plausibility")
+    if isinstance(pl, dict) and "score" in pl:
+        looks = "looks like a person" if pl.get("is_person") else "does NOT look like a person"
+        text += f"; plausibility {pl['score']:.2f} (0 to 1: {looks})"
+    return text
+
+
+def _write_overlay_legend(path: Path, rgb: np.ndarray, overlay: np.ndarray, code: SurfaceCode, summary: dict) -> None:
+    from bodycorr.body.template import get_template
+    from bodycorr.matching.visualize import image_overlay_figure
+
+    mesh = get_template().mesh
+    image_overlay_figure(rgb, overlay, mesh.vertices, code.faces, code.colours, path, overlay_note(summary))

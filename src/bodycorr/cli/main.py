@@ -157,7 +157,7 @@ def _cmd_image(a: argparse.Namespace) -> None:
         pl = res["plausibility"]
         looks = "looks like a person" if pl["is_person"] else "does NOT look like a person"
         text = (f"mapped {res['person_pixels']} person pixels of {a.image} ({res['size'][1]}x{res['size'][0]}{scaled}) to the template, "
-                f"mean confidence {res['mean_confidence']:.2f}, {res['seconds']:.2f} s; outputs in {a.out}\n"
+                f"mean confidence {res['mean_confidence']:.2f}, {res['seconds']:.2f} s; outputs in {a.out}; "
                 f"silhouette: {looks} (plausibility {pl['score']:.2f}; {pl['share'] * 100:.0f} % of the image, {pl['components']} "
                 f"blob{'s' if pl['components'] != 1 else ''}, the largest {pl['largest_share'] * 100:.0f} % of it)")  # fmt: skip
     _emit(a, text, res)

@@ -35,9 +35,9 @@ def snapshots(run: Path) -> list[tuple[float, Path]]:
 
 def group_key(name: str) -> str:
     """The harness's group name reduced to kind + inter/intra (noise kept out: one level per run)."""
-    words = name.split()
+    words = name.replace("/", " ").split()
     kind = next((w for w in words if w in ("full-full", "partial-full", "partial-partial")), words[0])
-    rel = "inter" if any(w.startswith("inter") for w in words) else "intra"
+    rel = next((w for w in words if w in ("inter", "intra")), "inter")
     return f"{kind} {rel}"
 
 
@@ -63,24 +63,42 @@ def main() -> None:
         for cpu_h, p in snapshots(run):
             entries.append((run.name, cpu_h, str(p)))
     refs = [(f"reference {Path(s).stem if s != 'shipped' else 'shipped'}", None, s) for s in a.reference]
-    specs = [e[2] for e in entries + refs]
-    methods = [make_method(s) for s in specs]
-    for m, (recipe, cpu_h, s) in zip(methods, entries + refs):
-        m.name = f"{recipe} @ {cpu_h:.3f} h" if cpu_h is not None else recipe
-    suite = pair_suite("synthetic-v1-remeshed", a.max_pairs)
-    cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=("noisy",), max_points=a.points, workers=a.workers)
-    res = run_benchmark(suite, methods, cfg, out / "harness", progress=True)
-    summ = res.summaries()
+    # each model's rows are kept under rows/, keyed by its file's content and the settings: a rerun
+    # with more snapshots scores only the new ones
+    from bodycorr.common.cache import content_hash
+    from bodycorr.common.fileio import file_sha256
+    from bodycorr.matching.describe import DEFAULT_MODEL
 
-    rows = []
-    for m, (recipe, cpu_h, s) in zip(methods, entries + refs):
-        for g, sm in summ[m.name].items():
-            if not sm.get("pairs"):
-                continue
-            means = [rec.errors.errors_cm.mean() for rec in res.records[m.name][g]]
-            rows.append({"recipe": recipe, "cpu_h": cpu_h, "model": s, "group": group_key(g), "pairs": sm["pairs"],
-                         "AE_cm": sm["AE_cm"], "WE_cm": float(np.max(means)), "median_cm": sm["median_cm"],
-                         "gross_pct": sm["gross_pct"], "flip_pct": sm.get("flip_pct") or 0.0})  # fmt: skip
+    settings = (a.max_pairs, a.kinds, a.points, "noisy")
+    cache_dir = out / "rows"
+    cache_dir.mkdir(exist_ok=True)
+    todo, rows = [], []
+    for recipe, cpu_h, s in entries + refs:
+        key = content_hash("curve", file_sha256(DEFAULT_MODEL if s == "shipped" else s), repr(settings))
+        f = cache_dir / f"{key}.json"
+        if f.exists():
+            rows += [dict(r, recipe=recipe, cpu_h=cpu_h, model=s, group=group_key(r["group"])) for r in json.loads(f.read_text())]
+        else:
+            todo.append((recipe, cpu_h, s, f))
+    if todo:
+        methods = [make_method(s) for _, _, s, _ in todo]
+        for m, (recipe, cpu_h, s, _) in zip(methods, todo):
+            m.name = f"{recipe} @ {cpu_h:.3f} h" if cpu_h is not None else recipe
+        suite = pair_suite("synthetic-v1-remeshed", a.max_pairs)
+        cfg = HarnessConfig(kinds=tuple(a.kinds.split(",")), noise=("noisy",), max_points=a.points, workers=a.workers)
+        res = run_benchmark(suite, methods, cfg, out / "harness", progress=True)
+        summ = res.summaries()
+        for m, (recipe, cpu_h, s, f) in zip(methods, todo):
+            mine = []
+            for g, sm in summ[m.name].items():
+                if not sm.get("pairs"):
+                    continue
+                means = [rec.errors.errors_cm.mean() for rec in res.records[m.name][g]]
+                mine.append({"recipe": recipe, "cpu_h": cpu_h, "model": s, "group": group_key(g), "pairs": sm["pairs"],
+                             "AE_cm": sm["AE_cm"], "WE_cm": float(np.max(means)), "median_cm": sm["median_cm"],
+                             "gross_pct": sm["gross_pct"], "flip_pct": sm.get("flip_pct") or 0.0})  # fmt: skip
+            f.write_text(json.dumps(mine))
+            rows += mine
     (out / "curve.json").write_text(json.dumps({"runs": a.runs, "reference": a.reference, "max_pairs": a.max_pairs,
                                                 "points": a.points, "rows": rows}, indent=1))  # fmt: skip
 

@@ -233,3 +233,14 @@ def test_no_cuda_driver_warning_on_a_cpu_machine():
     assert out.returncode == 0, out.stderr
     assert "CUDA driver" not in out.stderr and "Warp" not in out.stdout
     assert out.stderr.strip().splitlines() == ["kept line"]
+
+
+def test_image_strict_refuses_a_photo_that_is_not_a_person(files, tmp_path, capsys):
+    """Without --strict a non-person silhouette is a warning; with it, one line and no outputs."""
+    img, model = str(files / "a.png"), str(files / "image.pt")
+    assert main(["image", img, "-o", str(tmp_path / "warn"), "--model", model]) == 0
+    assert "does not look like a person" in capsys.readouterr().err
+    assert main(["image", img, "-o", str(tmp_path / "strict"), "--model", model, "--strict"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "a.png" in line and "--strict" in line
+    assert not (tmp_path / "strict" / "summary.json").exists()

@@ -149,7 +149,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
 def _cmd_image(a: argparse.Namespace) -> None:
     from bodycorr.matching.image import run_image
 
-    res = run_image(a.image, a.out, model=a.model, progress=True)
+    res = run_image(a.image, a.out, model=a.model, progress=True, strict=a.strict)
     if res["empty"]:
         text = f"no person found in {a.image}: wrote an empty silhouette to {a.out}"
     else:
@@ -376,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "chelsea, coffee, rocket: none)")  # fmt: skip
     im.add_argument("-o", "--out", required=True, help="output folder (correspondence.npz/.png, overlay.png, overlay_legend.png, silhouette.png, summary.json)")
     im.add_argument("--model", help="image model file (default: the shipped model)")
+    im.add_argument("--strict", action="store_true",
+                    help="refuse a photo whose silhouette does not look like a person (by default: a warning on stderr)")
     _json_option(im)
     im.set_defaults(func=_cmd_image)
 

@@ -272,7 +272,7 @@ def correspondence_png(corr: ImageCorrespondence, rgb: np.ndarray | None = None)
 
 
 def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, device: str = "cpu",
-              max_side: int | None = MAX_SIDE, progress: bool = False) -> dict:  # fmt: skip
+              max_side: int | None = MAX_SIDE, progress: bool = False, strict: bool = False) -> dict:  # fmt: skip
     """The ``bodycorr image`` job: map one image to the template and write the results.
 
     Writes ``correspondence.npz`` (vertex, face, bary, uv, silhouette, confidence, colour),
@@ -284,7 +284,7 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
     also be ``sample:NAME``, a photograph shipped in scikit-image (:mod:`bodycorr.data.samples`).
     ``summary.json`` gives the silhouette's ``plausibility``
     (:func:`~bodycorr.matching.plausibility.image_plausibility`); a silhouette that does not look
-    like a person's is reported with one warning line on stderr.
+    like a person's is reported with one warning line on stderr, or refused (nothing written) when ``strict``.
 
     An image whose longer side is over ``max_side`` (default :data:`MAX_SIDE`; None: never) is
     downscaled first, and every output is at the scaled size: ``summary.json`` gives ``size``
@@ -318,6 +318,8 @@ def run_image(path: str | Path, out_dir: str | Path, model: str | None = None, d
     scaling = {"scaled_from": list(full) if scale != 1.0 else None, "scale": round(scale, 6)}
     plaus = image_plausibility(corr.silhouette, corr.confidence, corr.silhouette_prob)
     if corr.silhouette.any() and not plaus.is_person:  # (an empty silhouette is reported as "no person found")
+        if strict:  # refused before anything is written
+            raise BodycorrError(f"{plaus.message(str(path))}; refused (--strict). Drop --strict to go on anyway.")
         print(f"bodycorr: warning: {plaus.message(str(path))}", file=sys.stderr, flush=True)
     scaling["plausibility"] = plaus.to_json()  # goes into summary.json with the scaling
     with output_run(out_dir, IMAGE_OUTPUTS) as out:

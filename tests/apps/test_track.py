@@ -264,3 +264,28 @@ def test_track_command_turns_progress_on(monkeypatch, tmp_path):
 
     monkeypatch.undo()
     assert inspect.signature(tr.run_track).parameters["progress"].default is False
+
+
+@pytest.mark.slow
+def test_track_checks_that_the_first_frame_is_a_person(seq, tmp_path, capsys):
+    """A box is refused with --strict before any tracking (nothing written) and warned about
+    without it; a person's first frame passes."""
+    from bodycorr.apps.track import _check_first_frame, run_track
+    from bodycorr.common.errors import BodycorrError
+    from bodycorr.matching.pipeline import load_extractor
+
+    depths, camera = seq[0], seq[1]
+    box = np.zeros_like(depths[0])
+    box[20:90, 40:90] = 2.0
+    folder = tmp_path / "box"
+    folder.mkdir()
+    for i in range(2):
+        np.save(folder / f"f{i:02d}.npy", box)
+    with pytest.raises(BodycorrError, match="frame 0 does not look like a person.*--strict"):
+        run_track(str(folder), tmp_path / "o", frames=2, strict=True)
+    assert not (tmp_path / "o" / "track.json").exists()
+    extractor = load_extractor(None)
+    capsys.readouterr()
+    assert not _check_first_frame(np.stack([np.zeros_like(box), box]), camera, extractor, False).is_person
+    assert "frame 1 does not look like a person" in capsys.readouterr().err
+    assert _check_first_frame(depths, camera, extractor, True).is_person

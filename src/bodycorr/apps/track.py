@@ -608,11 +608,12 @@ def evaluate_track(result: TrackResult, truth: np.ndarray, static_threshold: flo
 
 
 def write_track_outputs(result: TrackResult, out_dir: str | Path, metrics: dict | None = None,
-                        gif_every: int = 2, gif_px: int = 320, fps: float = 5.0) -> dict[str, Path]:  # fmt: skip
+                        gif_every: int = 2, gif_px: int = 320, fps: float = 5.0, plausibility: dict | None = None) -> dict[str, Path]:  # fmt: skip
     """Write ``frame_%04d.ply`` per frame, ``errors.png`` (when ``metrics`` from :func:`evaluate_track`
-    are given), ``track.gif`` and ``track.json`` (status, seconds, metrics). Returns the paths."""
+    are given), ``track.gif`` and ``track.json`` (status, seconds, metrics, the first frame's
+    ``plausibility`` when given). Returns the paths."""
     with output_run(out_dir, TRACK_OUTPUTS) as out:
-        return _write_track_outputs(result, out, metrics, gif_every, gif_px, fps)
+        return _write_track_outputs(result, out, metrics, gif_every, gif_px, fps, plausibility)
 
 
 #: What :func:`write_track_outputs` writes: a rerun deletes the older run's (a longer sequence's
@@ -620,7 +621,8 @@ def write_track_outputs(result: TrackResult, out_dir: str | Path, metrics: dict 
 TRACK_OUTPUTS = ("frame_[0-9][0-9][0-9][0-9].ply", "frame_[0-9][0-9][0-9][0-9][0-9].ply", "errors.png", "track.gif", "track.json")
 
 
-def _write_track_outputs(result: TrackResult, out: Path, metrics: dict | None, gif_every: int, gif_px: int, fps: float) -> dict[str, Path]:
+def _write_track_outputs(result: TrackResult, out: Path, metrics: dict | None, gif_every: int, gif_px: int, fps: float,
+                         plausibility: dict | None = None) -> dict[str, Path]:  # fmt: skip
     import json
 
     import matplotlib
@@ -682,7 +684,7 @@ def _write_track_outputs(result: TrackResult, out: Path, metrics: dict | None, g
     frames[0].save(out / "track.gif", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     paths["gif"] = out / "track.gif"
     summary = {"status": list(result.status), "seconds": [round(float(s), 3) for s in result.seconds],
-               "num_matches": result.num_matches.tolist(), "metrics": metrics}  # fmt: skip
+               "num_matches": result.num_matches.tolist(), "metrics": metrics, "plausibility": plausibility}  # fmt: skip
     (out / "track.json").write_text(json.dumps(summary, indent=1, default=lambda o: None if o != o else o))
     paths["json"] = out / "track.json"
     return paths
@@ -730,10 +732,28 @@ def parse_phenotypes(text: str | None) -> np.ndarray | None:
     return ph
 
 
+def _check_first_frame(depths: np.ndarray, camera: Camera, extractor, strict: bool):
+    """Plausibility of the sequence's first frame with enough data (None when no frame has any)."""
+    from bodycorr.matching.describe import describe
+    from bodycorr.matching.inputs import ScanInput
+    from bodycorr.matching.plausibility import check_person
+
+    for t, d in enumerate(depths):
+        if _frame_problem(d, 50) is None:
+            pts = camera.backproject(d)[d > 0]
+            scan = ScanInput(kind="depth", points=pts, name=f"frame {t}", depth=d, camera=camera)
+            return check_person(describe(scan, extractor), extractor, strict)
+    return None
+
+
 def run_track(seq: str, out: str | Path, model: str | None = None, frames: int | None = None,
               intrinsics: str | Path | None = None, config: TrackConfig = TrackConfig(), seed: int = 0,
-              phenotypes: str | None = None, progress: bool = False) -> str:  # fmt: skip
+              phenotypes: str | None = None, progress: bool = False, strict: bool = False) -> str:  # fmt: skip
     """The ``bodycorr track`` command: returns a short report.
+
+    The first frame with data is checked for looking like a person
+    (:func:`~bodycorr.matching.plausibility.check_person`) before any tracking: a warning on
+    stderr, or with ``strict`` a refusal; its score goes into ``track.json``.
 
     ``progress``: progress lines and per-frame bars on stderr (the command turns it on; off by
     default for library callers).
@@ -757,12 +777,13 @@ def run_track(seq: str, out: str | Path, model: str | None = None, frames: int |
         depths, camera = load_depth_sequence(seq, frames, intrinsics)
     _note(progress, f"{len(depths)} frames; loading the model")
     extractor = load_extractor(model)
+    plaus = _check_first_frame(depths, camera, extractor, strict)
     template = get_template()
     res = track(depths, camera, template.mesh, extractor, config, symmetry=template.symmetry, body=template, phenotypes=ph,
                 progress=bool(progress))  # fmt: skip
     metrics = evaluate_track(res, truth) if truth is not None else None
     _note(progress, f"writing outputs to {out}")
-    write_track_outputs(res, out, metrics)
+    write_track_outputs(res, out, metrics, plausibility=None if plaus is None else plaus.to_json())
     ok = int(res.ok.sum())
     lines = [f"tracked {ok}/{len(res.status)} frames ({config.model}), {np.median(res.seconds):.2f} s/frame median, "
              f"{np.mean(res.seconds):.2f} mean; outputs in {out}"]  # fmt: skip

@@ -115,7 +115,7 @@ def _cmd_track(a: argparse.Namespace) -> None:
         cfg = replace(cfg, smoothing=a.smoothing)
     cfg.check()
     res = run_track(a.seq, a.out, model=a.model, frames=a.frames, intrinsics=a.intrinsics, config=cfg, seed=a.seed, phenotypes=a.phenotypes,
-                    progress=True)
+                    progress=True, strict=a.strict)
     _emit(a, res, lambda: _read_json(Path(a.out) / "track.json"))
 
 
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the previous output in each frame's output, in [0, 1) (default 0.3; 0: each frame's own fit); "
                          "the fits themselves never see another frame")  # fmt: skip
     _json_option(tr)
+    tr.add_argument("--strict", action="store_true",
+                    help="refuse a sequence whose first frame does not look like a person (by default: a warning on stderr)")
     tr.set_defaults(func=_cmd_track)
 
     b = sub.add_parser("benchmark", help="measure correspondence quality on a synthetic suite or your own folder of meshes",

@@ -52,15 +52,16 @@ def tuning_pairs(suite, inter: int, intra: int, seed: int = 7) -> list:
 
 
 def print_groups(res) -> None:
-    """Mean over pairs, worst pair, median over points, flip share and median pair time, per method and group."""
-    print(f"{'method':24s} {'group':28s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'flip %':>7s} {'match s':>8s}")
+    """Mean over pairs, worst pair, median over points, gross (> 20 cm) and flip shares and median pair time, per method and group."""
+    print(f"{'method':24s} {'group':28s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'>20cm %':>8s} {'flip %':>7s} {'match s':>8s}")
     for m in res.methods:
         for g, recs in res.records[m].items():
             e = [r.errors.errors_cm.mean() for r in recs]
             allerr = np.concatenate([r.errors.errors_cm for r in recs])
             flips = np.concatenate([r.errors.flips for r in recs]).mean() * 100
             secs = np.median([r.errors.seconds["match"] for r in recs])
-            print(f"{m:24s} {g:28s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {flips:7.2f} {secs:8.2f}")
+            gross = (allerr > 20).mean() * 100
+            print(f"{m:24s} {g:28s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {gross:8.2f} {flips:7.2f} {secs:8.2f}")
 
 
 def main() -> None:

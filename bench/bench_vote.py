@@ -11,8 +11,10 @@ Run:  .venv/bin/python bench/bench_vote.py [--model shipped] [--max-pairs 10] [-
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def main() -> None:
@@ -24,6 +26,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("-o", "--out", default="out/bench-vote")
     a = ap.parse_args()
+    from bench_spectral_tune import print_groups
+
     from bodycorr.evaluation.harness import HarnessConfig, ModelMethod, make_method, run_benchmark
     from bodycorr.evaluation.synthetic import pair_suite
     from bodycorr.matching.extract import DescriptorExtractor
@@ -36,13 +40,7 @@ def main() -> None:
         methods.append(ModelMethod(ex, name=f"vote {it}" if it else "mean", views=base.views))
     res = run_benchmark(pair_suite("synthetic-v1-remeshed", a.max_pairs), methods,
                         HarnessConfig(kinds=("full-full",), max_points=1000, workers=a.workers), a.out, progress=True)  # fmt: skip
-    print(f"{'method':10s} {'group':22s} {'mean':>6s} {'worst':>6s} {'median':>7s} {'>20cm %':>8s} {'flip %':>7s}")
-    for m in res.methods:
-        for g, recs in res.records[m].items():
-            e = [r.errors.errors_cm.mean() for r in recs]
-            allerr = np.concatenate([r.errors.errors_cm for r in recs])
-            flips = np.concatenate([r.errors.flips for r in recs]).mean() * 100
-            print(f"{m:10s} {g:22s} {np.mean(e):6.2f} {np.max(e):6.2f} {np.median(allerr):7.2f} {(allerr > 20).mean() * 100:8.2f} {flips:7.2f}")
+    print_groups(res)
 
 
 if __name__ == "__main__":

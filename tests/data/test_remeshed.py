@@ -22,12 +22,14 @@ def test_face_code_round_trips_with_orientation(rng):
 
 
 @pytest.mark.slow
-def test_shipped_remeshed_bodies_are_their_own_meshes(template):
+@pytest.mark.parametrize("name", ["synthetic-v1", "synthetic-v1-clothed"])
+def test_shipped_remeshed_bodies_are_their_own_meshes(template, name):
     from scipy.spatial import cKDTree
 
     from bodycorr.data.remeshed import load_remeshed
 
-    r = load_remeshed("synthetic-v1")
+    r = load_remeshed(name)
+    assert r.suite.name == name
     s = r.suite
     assert set(np.unique(np.r_[s.intra.ravel(), s.inter.ravel()])) == set(r.shapes.tolist())
     a, b = (int(x) for x in s.inter[0])

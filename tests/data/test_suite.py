@@ -72,3 +72,52 @@ def test_missing_parameters_say_how_to_fix(monkeypatch, tmp_path):
         suite_mod.load_parameters("synthetic-v1")
     with pytest.raises(BodycorrError, match="unknown"):
         suite_mod.load_parameters("synthetic-v9")
+
+
+def test_clothed_outfits_ship_with_the_suite_and_cover_every_garment():
+    from bodycorr.render.garments import unpack_outfits
+
+    outfits = suite_mod.load_outfits("synthetic-v1")
+    assert [(o.top, o.bottom) for o in outfits] == list(suite_mod.CLOTHED_PLAN)
+    assert {o.bottom for o in outfits} == {"trousers", "shorts", "skirt", "dress"} and sum(o.hair_volume > 0 for o in outfits) >= 8
+    assert "synthetic-v1-clothed" in suite_mod.suite_names()
+    assert unpack_outfits(suite_mod.freeze_outfits("synthetic-v1")) == outfits  # the frozen file is what its recipe draws
+
+
+def test_clothed_variant_same_bytes_twice_and_the_bare_suite_untouched():
+    """The clothed shapes rebuild to the same bytes; they are the bare shapes' people, poses, cameras
+    and noise streams, nearer the camera by the cloth, with the truth of the body under it."""
+    p = suite_mod.load_parameters("synthetic-v1")
+    outfits = suite_mod.load_outfits("synthetic-v1")
+    shapes = [3, 58]  # identity 0 (trousers) and 5 (skirt)
+    a = suite_mod._build(p, shapes=shapes, outfits=outfits)
+    b = suite_mod._build(p, shapes=shapes, outfits=outfits)
+    assert sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+    bare = suite_mod._build(p, shapes=shapes)
+    full = suite_mod.load_suite("synthetic-v1")  # the bare suite: the same arrays as the bare build
+    for k in ("vertices", "depth_clean", "depth_noisy", "vertex_clean", "vertex_noisy", "R", "t"):
+        assert np.array_equal(getattr(full, k)[shapes], bare[k]), k
+        if k in ("R", "t"):
+            assert np.array_equal(a[k], bare[k])
+    moved = np.linalg.norm(a["vertices"] - bare["vertices"], axis=2)
+    assert (moved > 0.002).mean() > 0.3 and moved.max() < 0.25
+    for j in range(len(shapes)):
+        both = (a["vertex_clean"][j] >= 0) & (bare["vertex_clean"][j] >= 0)
+        assert (a["depth_clean"][j][both] <= bare["depth_clean"][j][both] + 1e-4).mean() > 0.99
+        assert (a["vertex_clean"][j] >= 0).sum() > (bare["vertex_clean"][j] >= 0).sum()
+    skirt = a["vertex_clean"][1] >= 0
+    assert skirt.sum() > 1.1 * (bare["vertex_clean"][1] >= 0).sum()  # the skirt covers more of the image
+
+
+def test_clothed_suite_without_its_outfits_says_how_to_fix(monkeypatch, tmp_path):
+    import shutil
+
+    shutil.copy(suite_mod.parameters_path("synthetic-v1"), tmp_path / "synthetic-v1.npz")
+    monkeypatch.setattr(suite_mod, "PARAMETERS_DIR", tmp_path)
+    with pytest.raises(BodycorrError, match="outfits .* missing; reinstall bodycorr"):
+        suite_mod.load_suite("synthetic-v1-clothed")
+    (tmp_path / "synthetic-v1-clothed.npz").write_bytes(b"not a zip")
+    with pytest.raises(BodycorrError, match="cannot read"):
+        suite_mod.load_outfits("synthetic-v1")
+    with pytest.raises(BodycorrError, match="synthetic-v1-clothed"):
+        suite_mod.load_suite("synthetic-v2-clothed")  # unknown: the error lists the known ones

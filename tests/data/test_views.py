@@ -123,3 +123,75 @@ def test_shards_same_bytes_with_worker_processes(tmp_path):
     one = generate_shards(tmp_path / "one", "train", 8, TINY, seed=2, shard_size=4, progress=False)
     two = generate_shards(tmp_path / "two", "train", 8, TINY, seed=2, shard_size=4, workers=2, progress=False)
     assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
+
+
+# ------------------------------------------------------------------------------------------------
+# Clothed people (render.garments in the depth engine).
+# ------------------------------------------------------------------------------------------------
+
+
+def _view_bytes(views):
+    return [(v.depth.tobytes(), v.template_vertex.tobytes(), v.template_face.tobytes(), v.template_bary.tobytes(),
+             v.camera.R.tobytes(), v.camera.intrinsics) for v in views]  # fmt: skip
+
+
+def test_clothing_off_by_default_leaves_views_and_shard_settings_unchanged():
+    from dataclasses import asdict
+
+    from bodycorr.data.views import view_config_dict
+    from bodycorr.render.garments import GarmentConfig
+
+    assert TINY.clothed_share == 0
+    other_garments = dataclasses.replace(TINY, garments=GarmentConfig(kinds=("dress",)))
+    a = ViewGenerator(TINY, "train", seed=4)
+    b = ViewGenerator(other_garments, "train", seed=4)
+    assert _view_bytes(a.views_of_body(1)) == _view_bytes(b.views_of_body(1))
+    assert a.outfit(0) is None and not a.views_of_body(1)[0].extras
+    # shard folders written before clothing existed carry the same settings
+    d = view_config_dict(TINY)
+    assert "clothed_share" not in d and "garments" not in d
+    assert d == {k: v for k, v in asdict(TINY).items() if k not in ("clothed_share", "garments")}
+    on = dataclasses.replace(TINY, clothed_share=0.5)
+    back = json.loads(json.dumps(view_config_dict(on)))
+    assert ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in back.items()}) == on  # the worker round trip
+    with pytest.raises(BodycorrError, match="clothed_share"):
+        ViewConfig(clothed_share=1.5)
+
+
+def test_a_person_keeps_one_outfit_and_the_share_is_respected():
+    cfg = dataclasses.replace(TINY, clothed_share=0.5)
+    gen = ViewGenerator(cfg, "train", seed=0)
+    outfits = [gen.outfit(i) for i in range(60)]
+    assert 0.3 < np.mean([o is not None for o in outfits]) < 0.7
+    assert len({o for o in outfits if o is not None}) == sum(o is not None for o in outfits)  # each person their own
+    assert ViewGenerator(cfg, "train", seed=0).outfit(7) == outfits[7]  # seeded
+    everyone = ViewGenerator(dataclasses.replace(TINY, clothed_share=1.0), "train", seed=0)
+    assert all(everyone.outfit(i) == o for i, o in enumerate(outfits) if o is not None)  # more share: the same outfits, more people
+    ident = next(i for i, o in enumerate(outfits) if o is not None)
+    bodies = [b for b in range(ident * TINY.poses_per_identity, (ident + 1) * TINY.poses_per_identity)]
+    seen = [v.extras["outfit"] for b in bodies for v in gen.views_of_body(b)]
+    assert len(seen) == TINY.poses_per_identity * TINY.views_per_body and all(o == outfits[ident] for o in seen)
+
+
+def test_clothed_views_see_the_garments_with_the_body_truth_under_them(template):
+    """The same person and cameras clothed (snug top and trousers, no hair) and bare: the clothed
+    surface is nearer the camera by about the cloth's thickness and the truth is the same body point."""
+    from bodycorr.render.garments import GarmentConfig
+
+    bare_cfg = ViewConfig(size=96, views_per_body=2, poses_per_identity=1, noise="none")
+    snug = GarmentConfig(kinds=("tight_top", "trousers"), tight=(0.003, 0.004), loose=(0.003, 0.004))
+    dressed_cfg = dataclasses.replace(bare_cfg, clothed_share=1.0, garments=snug)
+    bare, dressed = ViewGenerator(bare_cfg, "train", seed=3), ViewGenerator(dressed_cfg, "train", seed=3)
+    for b in (0, 1):
+        for vb, vd in zip(bare.views_of_body(b), dressed.views_of_body(b)):
+            assert np.array_equal(vb.camera.R, vd.camera.R) and vb.camera.intrinsics == vd.camera.intrinsics
+            assert vd.extras["outfit"].top == "tight_top"
+            both = (vb.template_vertex >= 0) & (vd.template_vertex >= 0)
+            assert both.sum() > 500 and (vd.template_vertex >= 0).sum() >= (vb.template_vertex >= 0).sum()
+            gap = vb.depth[both] - vd.depth[both]
+            assert (gap > -1e-3).mean() > 0.97 and 0.003 < np.median(gap) < 0.012  # nearer by the cloth (oblique: more)
+            same = vd.template_vertex[both] == vb.template_vertex[both]
+            assert same.mean() > 0.6
+            tv = template.mesh.vertices
+            dist = np.linalg.norm(tv[vd.template_vertex[both]] - tv[vb.template_vertex[both]], axis=1)
+            assert np.quantile(dist, 0.9) < 0.025  # else the body point under the cloth: a neighbour (silhouettes: more)

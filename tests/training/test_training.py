@@ -142,6 +142,26 @@ def test_config_file_comments_are_ignored(tmp_path):
         load_config(str(f))
 
 
+def test_clothing_is_a_view_option_of_the_config_off_by_default(tmp_path):
+    from bodycorr.training.loop import same_run_config
+
+    default = TrainConfig()
+    assert default.view.clothed_share == 0
+    d = default.to_dict()
+    assert "clothed_share" not in d["view"] and "garments" not in d["view"]  # runs written before it existed still resume
+    old = json.loads(json.dumps(d))
+    assert same_run_config(old, default.to_dict())
+    f = tmp_path / "clothed.json"
+    f.write_text('{"view": {"size": 64, "clothed_share": 0.5, "garments": {"kinds": ["loose_top", "skirt"], "flare": [0.02, 0.04]}}}')
+    cfg = load_config(str(f))
+    assert cfg.view.clothed_share == 0.5 and cfg.view.garments.kinds == ("loose_top", "skirt") and cfg.view.garments.flare == (0.02, 0.04)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # a checkpoint's config round trip
+    assert not same_run_config(old, TrainConfig.from_dict({"view": {"clothed_share": 0.5}}).to_dict())
+    f.write_text('{"view": {"garments": {"kinds": ["cape"]}}}')
+    with pytest.raises(BodycorrError, match="unknown kinds"):
+        load_config(str(f))
+
+
 def test_resume_may_change_the_step_count(tiny, tmp_path):
     out = tmp_path / "run"
     train(tiny.replace(steps=1), out, progress=False)

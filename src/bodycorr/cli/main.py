@@ -15,7 +15,7 @@ from bodycorr.common.errors import BodycorrError
 def _cmd_generate(a: argparse.Namespace) -> None:
     from bodycorr.data.views import ViewConfig
 
-    cfg = ViewConfig(size=a.size, noise=a.noise, framing=a.framing)
+    cfg = ViewConfig(size=a.size, noise=a.noise, framing=a.framing, clothed_share=a.clothed_share)
     if a.preview:
         from bodycorr.data.preview import contact_sheet
         from bodycorr.data.views import ViewGenerator
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise", default="mixed", choices=["none", "kinect_v2", "mixed"])
     g.add_argument("--framing", default="crop", choices=["crop", "sensor"])
     g.add_argument("--shard-size", type=int, default=64)
+    g.add_argument("--clothed-share", type=float, default=0.0,
+                   help="share of people wearing garments (tops, trousers, shorts, skirts, dresses, hair volume); 0 = bare bodies")
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--preview", help="write a contact sheet PNG of sampled people")
     g.set_defaults(func=_cmd_generate)
@@ -340,8 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Geodesic correspondence errors (on each target's own surface, cm) of one or more methods "
                                    "on the same pairs: the synthetic suite, a folder of same-topology registrations "
                                    "(--registrations) or of meshes with ground-truth index files (--meshes).")  # fmt: skip
-    b.add_argument("--suite", default="synthetic-v1", help="synthetic suite (when no folder is given): synthetic-v1 (bodies in the template's vertex order) or "
-                        "synthetic-v1-remeshed (the same bodies, each remeshed on its own: the honest full-mesh figures)")
+    b.add_argument("--suite", default="synthetic-v1", help="synthetic suite (when no folder is given): synthetic-v1 (bodies in the template's vertex order), "
+                        "synthetic-v1-remeshed (the same bodies, each remeshed on its own: the honest full-mesh figures), "
+                        "synthetic-v1-clothed (the same people in clothes: tops, trousers, shorts, skirts, dresses, hair; truth = the body under them) "
+                        "or synthetic-v1-clothed-remeshed (those, remeshed)")
     b.add_argument("--registrations", metavar="DIR", help="folder of registrations in one topology (vertex i = same point)")
     b.add_argument("--meshes", metavar="DIR", help="folder of meshes, each with a ground-truth index file (see --gt-*)")
     b.add_argument("--pairs", metavar="FILE", help="pair list: 'source target [group]' per line (default: all pairs by --name-rule)")

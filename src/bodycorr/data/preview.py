@@ -67,10 +67,16 @@ def _pair_sheet(panels: list[tuple[np.ndarray, np.ndarray, str]], path: str | Pa
     return Path(path)
 
 
+def _outfit_label(view: View) -> str:
+    o = view.extras.get("outfit")
+    return "" if o is None else f" {o.top.replace('_top', '')}+{o.bottom}"
+
+
 def contact_sheet(views: list[View], path: str | Path, columns: int = 6, title: str = "") -> Path:
     """Save a PNG grid: for each view, its depth and its truth colours side by side."""
     cols = get_template_colours()
-    panels = [(shade_depth(v.depth), colour_view(v.template_vertex, cols), f"id {v.identity}" + (" noisy" if v.noisy else "")) for v in views]
+    panels = [(shade_depth(v.depth), colour_view(v.template_vertex, cols), f"id {v.identity}" + (" noisy" if v.noisy else "") + _outfit_label(v))
+              for v in views]  # fmt: skip
     return _pair_sheet(panels, path, columns, title)
 
 

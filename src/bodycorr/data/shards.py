@@ -6,7 +6,6 @@ import dataclasses
 import json
 import multiprocessing as mp
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from bodycorr.body.shape import Split
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import ensure_dir, save_npz_atomic, write_json_atomic
-from bodycorr.data.views import View, ViewConfig, ViewGenerator
+from bodycorr.data.views import View, ViewConfig, ViewGenerator, view_config_dict
 
 SHARD_FORMAT = 1
 _KEYS = ("depth", "template_vertex", "template_face", "template_bary", "K", "R", "t", "phenotypes", "identity", "body", "noisy")
@@ -105,7 +104,7 @@ def generate_shards(
         raise BodycorrError(f"generate: --count must be at least 1, got {count}.")
     folder = ensure_dir(Path(out) / split)
     meta = {"format": SHARD_FORMAT, "split": split, "seed": seed, "count": count, "shard_size": shard_size,
-            "pose_kind": pose_kind, "config": asdict(config)}  # fmt: skip
+            "pose_kind": pose_kind, "config": view_config_dict(config)}  # fmt: skip
     meta_path = folder / "meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
@@ -119,7 +118,7 @@ def generate_shards(
         path = folder / shard_name(index)
         if path.exists() and shard_is_valid(path):
             continue
-        jobs.append((str(folder), split, seed, asdict(config), index, first, min(shard_size, count - first), pose_kind))
+        jobs.append((str(folder), split, seed, view_config_dict(config), index, first, min(shard_size, count - first), pose_kind))
     bar = None
     if progress and jobs:
         from tqdm import tqdm

@@ -5,6 +5,12 @@ A suite is data, not a sampling recipe: its people, poses, cameras and noise str
 re-poses Anny, renders and adds the noise. Drawing the poses again would rerun the pose sampler's
 rejection tests, whose outcome may change with the code or the machine (the first figures were
 measured on a suite drawn on another machine, which did not come out the same here).
+
+Clothed variants (``synthetic-v1-clothed``): the same people, poses, cameras and noise streams,
+each person wearing one outfit (:mod:`bodycorr.render.garments`) in all its poses, frozen in
+``data/suites/<name>-clothed.npz`` (:func:`freeze_outfits`). The full meshes are the clothed bodies
+(still in the template's vertex order: vertex i is the garment point over template vertex i) and
+each view pixel's truth is the body point under the garment.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from bodycorr.common.cache import cached_arrays, content_hash
 from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.camera import Camera, Intrinsics
 from bodycorr.geometry.mesh import Mesh
+from bodycorr.render.appearance import body_coords
 from bodycorr.render.frame import render
+from bodycorr.render.garments import GARMENTS_VERSION, GarmentConfig, Outfit, clothe, pack_outfits, sample_outfit, unpack_outfits
 from bodycorr.render.noise import DepthNoiseConfig, add_depth_noise
 from bodycorr.render.raycast import RayCaster
 from bodycorr.render.rig import random_camera
@@ -33,6 +41,24 @@ SUITES = {
     # 10 test identities x 10 poses; one Kinect v2 view of each; 60 intra- and 40 inter-subject pairs.
     "synthetic-v1": dict(identities=10, poses=10, intra=60, inter=40, seed=2016, version=1),
 }
+CLOTHED_SUFFIX = "-clothed"
+# The clothed variants' garments, identity by identity (cycled): every kind worn by someone.
+CLOTHED_PLAN = (("tight_top", "trousers"), ("loose_top", "skirt"), ("tight_top", "shorts"), ("loose_top", "dress"),
+                ("loose_top", "trousers"), ("tight_top", "skirt"), ("tight_top", "trousers"), ("tight_top", "dress"),
+                ("loose_top", "shorts"), ("loose_top", "trousers"))  # fmt: skip
+_OUTFIT_SEED = 11  # the clothed variant's outfit stream: identity_rng("test", identity, seed + 11)
+
+
+def suite_names() -> list[str]:
+    """Every suite :func:`load_suite` knows: each of :data:`SUITES` and its clothed variant."""
+    return [n for base in SUITES for n in (base, base + CLOTHED_SUFFIX)]
+
+
+def _split_clothed(name: str) -> tuple[str, bool]:
+    """(base suite name, clothed?) of a suite name."""
+    if name.endswith(CLOTHED_SUFFIX) and name[: -len(CLOTHED_SUFFIX)] in SUITES:
+        return name[: -len(CLOTHED_SUFFIX)], True
+    return name, False
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +76,9 @@ class Suite:
         vertex_clean, vertex_noisy: (S, H, W) int32 true template vertex per pixel (-1 = none).
         K: (4,) fx, fy, cx, cy; R: (S, 3, 3), t: (S, 3) the view cameras (world = mesh frame).
         intra, inter: (60, 2), (40, 2) shape index pairs (source, target).
-        parameters_sha256: sha256 of the parameters file it was built from (:func:`load_parameters`).
+        parameters_sha256: sha256 of the parameters file it was built from (:func:`load_parameters`);
+            of a clothed suite, of that file followed by its outfits file.
+        outfits: a clothed suite's outfit of each identity (index = identity), else empty.
     """
 
     name: str
@@ -69,6 +97,7 @@ class Suite:
     intra: np.ndarray
     inter: np.ndarray
     parameters_sha256: str = ""
+    outfits: tuple[Outfit, ...] = ()
 
     def __len__(self) -> int:
         return int(self.vertices.shape[0])
@@ -195,11 +224,13 @@ def load_parameters(name: str) -> dict[str, np.ndarray]:
     return _parse_parameters(name, _parameters_bytes(name))
 
 
-def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Pose, render and add noise to the suite's shapes (all, or the indices ``shapes``)."""
+def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None, outfits: list[Outfit] | None = None) -> dict[str, np.ndarray]:
+    """Pose, render and add noise to the suite's shapes (all, or the indices ``shapes``); with
+    ``outfits`` (one per identity) each body wears its identity's outfit."""
     from bodycorr.body.pose import Pose
 
     model, template = get_body_model(), get_template()
+    coords = body_coords(template) if outfits is not None else None
     k = _intrinsics(params["K"])
     S = len(params["identity"])
     idx = np.arange(S) if shapes is None else np.asarray(shapes, dtype=np.int64)
@@ -209,6 +240,8 @@ def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None) -> d
         pose = Pose(params["angles"][s : s + 1], params["global_rotation"][s : s + 1], params["translation"][s : s + 1])
         v = model(params["phenotypes"][s : s + 1], pose.to_anny(model)).vertices[0]
         v = v - np.array([*v[:, :2].mean(0), v[:, 2].min()], dtype=np.float32)
+        if outfits is not None:
+            v = clothe(outfits[int(params["identity"][s])], coords, v, model.faces)
         caster = RayCaster(v, model.faces) if caster is None else (caster.update(v) or caster)
         frame = render(caster, Camera(k, params["R"][s], params["t"][s]))
         noisy = add_depth_noise(frame, DepthNoiseConfig.preset("kinect_v2"), _pcg_generator(params["noise_rng"][s]))
@@ -228,13 +261,64 @@ def _build(params: dict[str, np.ndarray], shapes: np.ndarray | None = None) -> d
 
 def _spec(name: str) -> dict:
     if name not in SUITES:
-        raise BodycorrError(f"suite {name!r}: unknown. Known suites: {', '.join(SUITES)}.")
+        raise BodycorrError(f"suite {name!r}: unknown. Known suites: {', '.join(suite_names())}.")
     return SUITES[name]
 
 
+def outfits_path(name: str) -> Path:
+    """Where suite ``name``'s (base name) clothed variant's outfits are frozen."""
+    return PARAMETERS_DIR / f"{name}{CLOTHED_SUFFIX}.npz"
+
+
+def freeze_outfits(name: str) -> dict[str, np.ndarray]:
+    """Draw the outfits of suite ``name``'s clothed variant: identity ``i`` wears the garments of
+    :data:`CLOTHED_PLAN` ``[i % 10]`` (and hair volume for most), their sizes drawn by
+    :func:`~bodycorr.render.garments.sample_outfit` from ``identity_rng("test", i, seed + 11)``:
+    what ``data/suites/<name>-clothed.npz`` holds (``python -m bodycorr.data.suite freeze-clothed NAME``)."""
+    spec = _spec(name)
+    outfits = []
+    for i in range(spec["identities"]):
+        top, bottom = CLOTHED_PLAN[i % len(CLOTHED_PLAN)]
+        config = GarmentConfig(kinds=(top, bottom, "hair"))  # type: ignore[arg-type]
+        outfits.append(sample_outfit(identity_rng("test", i, spec["seed"] + _OUTFIT_SEED), config))
+    return pack_outfits(outfits)
+
+
+def _outfits_bytes(name: str) -> bytes:
+    path = outfits_path(name)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BodycorrError(f"suite {name + CLOTHED_SUFFIX!r}: its outfits {path} are missing; reinstall bodycorr, or draw them anew "
+                            f"with `python -m bodycorr.data.suite freeze-clothed {name}` (a new suite: old figures do not carry over).") from None  # fmt: skip
+    except OSError as e:
+        raise BodycorrError(f"suite {name + CLOTHED_SUFFIX!r}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
+
+
+def load_outfits(name: str) -> list[Outfit]:
+    """The frozen outfits (one per identity) of suite ``name``'s clothed variant (``name`` without the suffix)."""
+    return _parse_outfits(name, _outfits_bytes(name))
+
+
+def _parse_outfits(name: str, data: bytes) -> list[Outfit]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+    except (OSError, ValueError, KeyError) as e:
+        raise BodycorrError(f"suite {name + CLOTHED_SUFFIX!r}: cannot read {outfits_path(name)} ({e}); reinstall bodycorr to restore it.") from None
+    outfits = unpack_outfits(arrays)
+    if len(outfits) != _spec(name)["identities"]:
+        raise BodycorrError(f"suite {name + CLOTHED_SUFFIX!r}: {outfits_path(name)} holds {len(outfits)} outfits for "
+                            f"{_spec(name)['identities']} people; reinstall bodycorr to restore it.")  # fmt: skip
+    return outfits
+
+
 def load_suite(name: str = "synthetic-v1") -> Suite:
-    """The suite called ``name``, built from its shipped parameters on first use (about a minute)
-    and cached on disk."""
+    """The suite called ``name`` (:func:`suite_names`), built from its shipped parameters on first
+    use (about a minute) and cached on disk."""
+    base, clothed = _split_clothed(name)
+    if clothed:
+        return _load_clothed(base)
     spec = _spec(name)
     template = get_template()
     data = _parameters_bytes(name)
@@ -244,18 +328,40 @@ def load_suite(name: str = "synthetic-v1") -> Suite:
     return Suite(name=name, faces=template.mesh.faces, parameters_sha256=digest, **{k: a[k] for k in a})
 
 
+def _load_clothed(base: str) -> Suite:
+    """Suite ``base``'s clothed variant: its shapes, cameras and noise with each person in its frozen outfit."""
+    spec = _spec(base)
+    template = get_template()
+    data, odata = _parameters_bytes(base), _outfits_bytes(base)
+    outfits = _parse_outfits(base, odata)
+    digest = hashlib.sha256(data + odata).hexdigest()
+    name = base + CLOTHED_SUFFIX
+    key = content_hash("suite", name, spec, digest, GARMENTS_VERSION, template.mesh.vertices, template.mesh.faces)
+    a = cached_arrays("suites", key, lambda: _build(_parse_parameters(base, data), outfits=outfits), compress=True)
+    return Suite(name=name, faces=template.mesh.faces, parameters_sha256=digest, outfits=tuple(outfits), **{k: a[k] for k in a})
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m bodycorr.data.suite freeze NAME [--out PATH]``: draw a suite's parameters anew;
-    ``freeze-remeshed NAME``: remesh its bodies anew (:mod:`bodycorr.data.remeshed`, needs gpytoolbox)."""
+    ``freeze-remeshed NAME``: remesh its bodies anew (:mod:`bodycorr.data.remeshed`, needs gpytoolbox;
+    NAME may be a clothed variant); ``freeze-clothed NAME``: draw its clothed variant's outfits anew."""
     import argparse
 
     from bodycorr.common.fileio import save_npz_atomic
 
     ap = argparse.ArgumentParser(prog="python -m bodycorr.data.suite", description=main.__doc__)
-    ap.add_argument("action", choices=["freeze", "freeze-remeshed"])
-    ap.add_argument("name", choices=sorted(SUITES))
+    ap.add_argument("action", choices=["freeze", "freeze-remeshed", "freeze-clothed"])
+    ap.add_argument("name", choices=sorted(suite_names()))
     ap.add_argument("--out", default=None, help="where to write (default: the packaged parameters file)")
     args = ap.parse_args(argv)
+    if args.action == "freeze-clothed":
+        base = _split_clothed(args.name)[0]
+        path = Path(args.out) if args.out else outfits_path(base)
+        save_npz_atomic(path, **freeze_outfits(base))
+        print(f"wrote {path}")
+        return
+    if args.action == "freeze" and _split_clothed(args.name)[1]:
+        ap.error("freeze: a clothed variant shares its suite's parameters; freeze the suite, or freeze-clothed for its outfits")
     if args.action == "freeze-remeshed":
         from bodycorr.data.remeshed import freeze_remeshed, remeshed_path
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -13,7 +13,9 @@ from bodycorr.body.shape import Split, identity_rng, sample_identity
 from bodycorr.body.template import Template, get_template
 from bodycorr.common.errors import BodycorrError
 from bodycorr.geometry.camera import Camera, Intrinsics
+from bodycorr.render.appearance import BodyCoords, body_coords
 from bodycorr.render.frame import Frame, render
+from bodycorr.render.garments import GarmentConfig, Outfit, clothe, rest_offsets, sample_outfit
 from bodycorr.render.noise import DepthNoiseConfig, add_depth_noise
 from bodycorr.render.raycast import RayCaster
 from bodycorr.render.rig import random_camera
@@ -36,6 +38,11 @@ class ViewConfig:
         views_per_body: views rendered of each posed body.
         poses_per_identity: posed bodies per identity (person).
         population: "adult" (teenagers to elders) or "all" (children too).
+        clothed_share: share of people (identities) dressed in garments (:mod:`bodycorr.render.garments`):
+            each person is drawn clothed or not, and one outfit, once, from its own random stream, and
+            keeps them in every pose and view; the truth of a garment pixel is the body point under
+            it. 0 (the default): bare bodies, the views exactly as before this option existed.
+        garments: which garments and how loose (used when ``clothed_share > 0``).
     """
 
     size: int = 256
@@ -49,8 +56,13 @@ class ViewConfig:
     views_per_body: int = 4
     poses_per_identity: int = 4
     population: Literal["adult", "all"] = "adult"
+    clothed_share: float = 0.0
+    garments: GarmentConfig = GarmentConfig()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "garments", GarmentConfig.from_value(self.garments))  # JSON data: a dict
+        if not (0.0 <= self.clothed_share <= 1.0):
+            raise BodycorrError(f"clothed_share {self.clothed_share}: must be a share between 0 (bare bodies) and 1 (everyone clothed).")
         if not (16 <= self.size <= 4096):
             raise BodycorrError(f"view size {self.size}: must be between 16 and 4096 pixels. Pass e.g. --size 256.")
         if self.views_per_body < 1 or self.poses_per_identity < 1:
@@ -62,7 +74,7 @@ class ViewConfig:
 
 @dataclass(frozen=True, eq=False)
 class View:
-    """One depth view with truth.
+    """One depth view with truth (of the body under the garments when the person is clothed).
 
     Attributes:
         depth: (H, W) float32 metres, 0 = no data.
@@ -74,6 +86,7 @@ class View:
         identity: identity index within its split.
         body: index of the posed body the view shows.
         noisy: whether sensor noise was applied.
+        extras: ``"outfit"``: the person's :class:`~bodycorr.render.garments.Outfit` when clothed.
     """
 
     depth: np.ndarray
@@ -86,6 +99,19 @@ class View:
     body: int
     noisy: bool
     extras: dict = field(default_factory=dict)
+
+
+CLOTHING_KEYS = ("clothed_share", "garments")
+
+
+def view_config_dict(config: ViewConfig) -> dict:
+    """``asdict(config)`` for shard metadata: without the clothing keys while clothing is off, so
+    folders written before the option existed are still recognised as made with the same settings."""
+    d = asdict(config)
+    if config.clothed_share == 0:
+        for k in CLOTHING_KEYS:
+            d.pop(k)
+    return d
 
 
 def crop_intrinsics(points_world: np.ndarray, camera: Camera, size: int, fill: float, rng: np.random.Generator | None = None) -> Intrinsics:
@@ -161,6 +187,9 @@ def _torch_threads(n: int):
             torch.set_num_threads(old)
 
 
+# Seed offset of the per-identity clothing stream (disjoint from the pose, view and RGB-look streams).
+_OUTFIT_STREAM = 5_000_011
+
 # Bodies are posed in aligned blocks of this many (one batched pose sampling and Anny forward per
 # block). A body's vertices depend on its block only, never on the order bodies are asked for;
 # changing this constant changes the generated data in the last float bits (Anny's batched
@@ -190,6 +219,8 @@ class ViewGenerator:
         self._caster: RayCaster | None = None
         self._block: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._noise = DepthNoiseConfig.preset("kinect_v2")
+        self._outfits: dict[int, tuple[Outfit, np.ndarray] | None] = {}
+        self._coords: BodyCoords | None = None
 
     def _pose_block(self, k: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         """Block ``k``: bodies ``k * POSE_BLOCK ...``, posed in one batch: (k, vertices (K, V, 3), phenotypes (K, 6), identities (K,))."""
@@ -231,10 +262,36 @@ class ViewGenerator:
             self._caster.update(vertices)
         return self._caster
 
+    def outfit(self, ident: int) -> Outfit | None:
+        """Identity ``ident``'s outfit, or None when it is not clothed (always None at
+        ``clothed_share`` 0); drawn from the identity's own stream, the same in every view."""
+        got = self._outfit(ident)
+        return None if got is None else got[0]
+
+    def _outfit(self, ident: int) -> tuple[Outfit, np.ndarray] | None:
+        if self.config.clothed_share <= 0:
+            return None
+        if ident not in self._outfits:
+            if len(self._outfits) > 256:
+                self._outfits.clear()
+            rng = identity_rng(self.split, ident, self.seed + _OUTFIT_STREAM)
+            clothed = rng.random() < self.config.clothed_share  # the first draw: a larger share keeps everyone clothed before
+            outfit = sample_outfit(rng, self.config.garments) if clothed else None
+            self._outfits[ident] = None if outfit is None else (outfit, rest_offsets(outfit, self._body_coords()))
+        return self._outfits[ident]
+
+    def _body_coords(self) -> BodyCoords:
+        if self._coords is None:
+            self._coords = body_coords(self.template)
+        return self._coords
+
     def views_of_body(self, b: int) -> list[View]:
         cfg = self.config
         verts, phen, ident = self._body(b)
-        caster = self.caster(verts)
+        dressed = self._outfit(ident)
+        # the person as the sensor sees them (garments on the posed body); cameras framed on the body,
+        # so a clothed person's views are those of the same person bare
+        caster = self.caster(verts if dressed is None else clothe(dressed[0], self._body_coords(), verts, self.model.faces, base=dressed[1]))
         rng = identity_rng(self.split, b, self.seed + 2_000_003)
         centre = 0.5 * (verts.min(0) + verts.max(0))
         points = verts.astype(np.float64)  # what crop_intrinsics would convert for every view
@@ -248,14 +305,15 @@ class ViewGenerator:
             noisy = cfg.noise == "kinect_v2" or (cfg.noise == "mixed" and rng.random() < cfg.noisy_share)
             if noisy:
                 frame = add_depth_noise(frame, self._noise, rng)
-            out.append(self._view(frame, phen, ident, b, noisy))
+            out.append(self._view(frame, phen, ident, b, noisy, None if dressed is None else dressed[0]))
         return out
 
-    def _view(self, frame: Frame, phen: np.ndarray, ident: int, b: int, noisy: bool) -> View:
+    def _view(self, frame: Frame, phen: np.ndarray, ident: int, b: int, noisy: bool, outfit: Outfit | None = None) -> View:
         truth = body_truth(frame, self.template)
         return View(
             depth=frame.depth, template_vertex=truth.template_vertex, template_face=truth.template_face,
             template_bary=truth.template_bary, camera=frame.camera, phenotypes=phen, identity=ident, body=b, noisy=noisy,
+            extras={} if outfit is None else {"outfit": outfit},
         )  # fmt: skip
 
     def view(self, i: int) -> View:

@@ -72,7 +72,7 @@ from bodycorr.body.template import TEMPLATE_FACING, TEMPLATE_UP, get_template
 from bodycorr.common.cache import cache_dir, cached_arrays, content_hash
 from bodycorr.common.errors import BodycorrError
 from bodycorr.common.fileio import ensure_dir, write_json_atomic
-from bodycorr.data.suite import load_suite
+from bodycorr.data.suite import CLOTHED_SUFFIX, load_suite
 from bodycorr.evaluation.harness import (
     FLIP_MIN_M,
     KINDS,
@@ -482,8 +482,13 @@ class RemeshedPairSuite(SyntheticPairSuite):
 
 
 def pair_suite(name: str = "synthetic-v1", max_pairs: int = 0, progress: bool = True, geodesic: str = "graph") -> SyntheticPairSuite:
-    """The harness suite called ``name``: a synthetic suite, or its remeshed bodies with the
-    ``-remeshed`` suffix (``synthetic-v1-remeshed``)."""
+    """The harness suite called ``name``: a synthetic suite (``synthetic-v1``, its clothed variant
+    ``synthetic-v1-clothed``), or its remeshed bodies with the ``-remeshed`` suffix
+    (``synthetic-v1-remeshed``; clothed: ``synthetic-v1-clothed-remeshed``, also spelt
+    ``synthetic-v1-remeshed-clothed``)."""
+    alias = REMESHED_SUFFIX + CLOTHED_SUFFIX
+    if name.endswith(alias):
+        name = name[: -len(alias)] + CLOTHED_SUFFIX + REMESHED_SUFFIX
     if name.endswith(REMESHED_SUFFIX):
         return RemeshedPairSuite(name[: -len(REMESHED_SUFFIX)], max_pairs, progress, geodesic)
     return SyntheticPairSuite(name, max_pairs, progress, geodesic)

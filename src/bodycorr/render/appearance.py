@@ -480,24 +480,38 @@ def vertex_offsets(app: Appearance, coords: BodyCoords) -> np.ndarray:
     """
     pts = vertex_points(coords)
     reg = regions(app, coords, pts)
+    off = cloth_offsets(app, coords, pts, reg)
+    if app.bottom_kind != "trousers":  # a skirt spans the gap between the legs: inner faces reach the midline
+        x = pts.rest[:, 0]
+        inner = np.clip(-pts.normal[:, 0] * np.sign(x), 0.0, 1.0)
+        span = np.abs(x) / np.maximum(inner, 0.5) * np.clip((inner - 0.15) / 0.35, 0.0, 1.0)
+        bridge_legs(off, app, pts, reg, span)
+    return off.astype(np.float32)
+
+
+def cloth_offsets(app: Appearance, coords: BodyCoords, pts: SurfacePoints, reg: np.ndarray) -> np.ndarray:
+    """(V,) float64 offsets of :func:`vertex_offsets` before a skirt bridges the legs (``pts`` the
+    vertices, ``reg`` their :func:`regions`): tops, bottoms with their flare, shoes, hair."""
     off = np.zeros(coords.num_vertices, dtype=np.float64)
     off[reg == TOP] = app.top_loose
     bot = reg == BOTTOM
     leg = np.isin(pts.part, _LEGS)
     grow = np.where(leg, np.clip(pts.limb / max(app.bottom_length, 1e-3), 0, 1), 0.0)
     off[bot] = app.bottom_loose + app.bottom_flare * grow[bot] ** 1.5
-    if app.bottom_kind != "trousers":  # a skirt spans the gap between the legs: inner faces reach the midline
-        x = pts.rest[:, 0]
-        inner = np.clip(-pts.normal[:, 0] * np.sign(x), 0.0, 1.0)
-        span = np.abs(x) / np.maximum(inner, 0.5) * np.clip((inner - 0.15) / 0.35, 0.0, 1.0)
-        sk = bot & leg
-        off[sk] = np.maximum(off[sk], np.minimum(span[sk], 0.15) + app.bottom_loose)
     off[reg == SHOES] = 0.004
     hair = reg == HAIR
     depth = _hair_depth(app, coords, pts)
     ramp = np.clip(depth / 0.03, 0.0, 1.0)
     off[hair] = np.maximum(off[hair], app.hair_volume * (0.25 + 0.75 * ramp[hair]))
-    return off.astype(np.float32)
+    return off
+
+
+def bridge_legs(off: np.ndarray, app: Appearance, pts: SurfacePoints, reg: np.ndarray, span: np.ndarray, limit: float = 0.15) -> None:
+    """Let a skirt or dress span the gap between the legs, in place: each leg vertex under the
+    skirt is offset at least ``min(span, limit) + bottom_loose``, ``span`` (V,) being the offset
+    that brings it to the plane between the legs (0 for faces that do not face the other leg)."""
+    sk = (reg == BOTTOM) & np.isin(pts.part, _LEGS)
+    off[sk] = np.maximum(off[sk], np.minimum(span[sk], limit) + app.bottom_loose)
 
 
 def displace(vertices: np.ndarray, normals: np.ndarray, offsets: np.ndarray) -> np.ndarray:

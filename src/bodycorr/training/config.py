@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bodycorr.common.errors import BodycorrError
-from bodycorr.data.views import ViewConfig
+from bodycorr.data.views import ViewConfig, view_config_dict
 from bodycorr.training.targets import TargetConfig
 
 CONFIG_DIRS = (Path(__file__).resolve().parents[3] / "configs", Path(__file__).resolve().parents[1] / "configs")
@@ -38,6 +38,9 @@ class TrainConfig:
         heads_per_image: segmentation tasks applied to each image's pixels (Wei et al. pick one
             task per sample; several per image train much faster).
         pixels_per_image: foreground pixels sampled per image for the losses.
+        view: how the depth views are made (:class:`~bodycorr.data.views.ViewConfig`); clothed
+            people: ``"view": {"clothed_share": 0.5}`` in a config file (and optionally
+            ``"garments": {...}``, :class:`~bodycorr.render.garments.GarmentConfig`); off by default.
         data: "onthefly" renders fresh people every step; "shards" reads ``bodycorr generate`` output.
         val_views: fixed validation views (val identities) for the matching error in the log.
         init: a run's ``last.pt`` (or a model file with heads) whose weights start a fresh run
@@ -86,7 +89,11 @@ class TrainConfig:
     snapshot_cpu_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data of the config; the view's clothing keys only when clothing is on (so a run
+        written before they existed still resumes: :func:`~bodycorr.data.views.view_config_dict`)."""
+        d = dataclasses.asdict(self)
+        d["view"] = view_config_dict(self.view)
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TrainConfig":

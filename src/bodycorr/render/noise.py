@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy import ndimage
 
 from bodycorr.render.frame import Frame
+
+if TYPE_CHECKING:
+    import torch
+
+    from bodycorr.render.torch_raster import PinholeCameras, RasterFrames
 
 
 @dataclass(frozen=True)
@@ -171,3 +176,110 @@ def add_depth_noise(frame: Frame, config: DepthNoiseConfig, rng: np.random.Gener
         out[box] = a[box]
         np.copyto(out[box], 0.0, where=lost[..., None])
     return replace(frame, depth=out_depth, face=out_face, bary=out_bary, normal=out_normal)
+
+
+def _shift_or_t(m: torch.Tensor) -> torch.Tensor:
+    """:func:`_shift_or` on (B, H, W) bool tensors (a 4-neighbour dilation per image)."""
+    out = m.clone()
+    out[:, 1:] |= m[:, :-1]
+    out[:, :-1] |= m[:, 1:]
+    out[:, :, 1:] |= m[:, :, :-1]
+    out[:, :, :-1] |= m[:, :, 1:]
+    return out
+
+
+def _shift_and_t(m: torch.Tensor) -> torch.Tensor:
+    """:func:`_shift_and` on (B, H, W) bool tensors (a 4-neighbour erosion per image, outside = False)."""
+    out = m.clone()
+    out[:, 1:] &= m[:, :-1]
+    out[:, :-1] &= m[:, 1:]
+    out[:, :, 1:] &= m[:, :, :-1]
+    out[:, :, :-1] &= m[:, :, 1:]
+    out[:, :1], out[:, -1:], out[:, :, :1], out[:, :, -1:] = False, False, False, False
+    return out
+
+
+MAX_HOLES = 16  # holes per image at most in the batched model (Poisson(2) exceeds it with probability ~1e-9)
+
+
+def add_depth_noise_torch(frames: RasterFrames, cameras: PinholeCameras, config: DepthNoiseConfig, generator: torch.Generator,
+                          apply: torch.Tensor | None = None) -> RasterFrames:  # fmt: skip
+    """:func:`add_depth_noise` for a batch of torch frames, on their device (CPU or CUDA).
+
+    The same model, step by step: depth jitter growing with distance, grazing-angle and
+    silhouette-edge dropout, small hole blobs, flying pixels just outside the silhouette (a depth
+    but no truth: face -1), whole-millimetre quantisation. The random draws differ from the numpy
+    version's (one stream for the batch, from ``generator``, which must live on the frames' device).
+
+    Args:
+        frames: B views (:class:`bodycorr.render.torch_raster.RasterFrames`).
+        cameras: their cameras (the grazing angle needs each pixel's ray).
+        apply: (B,) bool, which views get noise (default all); the others are returned unchanged.
+    Returns:
+        New frames: dropped pixels have depth 0 and face -1; bary and normal are zeroed where the face is lost.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from bodycorr.render.torch_raster import RasterFrames
+
+    if config.kind == "none":
+        return frames
+    depth, face = frames.depth.clone(), frames.face.clone()
+    b, h, w = depth.shape
+    dev = depth.device
+    on = torch.ones(b, dtype=torch.bool, device=dev) if apply is None else apply.to(dev).bool()
+    mask = (face >= 0) & on[:, None, None]
+
+    def uniform() -> torch.Tensor:
+        return torch.rand((b, h, w), generator=generator, device=dev)
+
+    sigma = config.sigma_base + config.sigma_quadratic * (depth - config.z_ref).clamp(min=0.0) ** 2
+    noise = torch.randn((b, h, w), generator=generator, device=dev) * sigma
+    depth = torch.where(mask, depth + noise, depth)
+    drop = torch.zeros_like(mask)
+    if config.grazing_deg < 90:
+        jj = torch.arange(w, device=dev, dtype=torch.float32) + 0.5
+        ii = torch.arange(h, device=dev, dtype=torch.float32) + 0.5
+        x = (jj[None, None, :] - cameras.cx.to(dev)[:, None, None]) / cameras.fx.to(dev)[:, None, None]
+        y = (ii[None, :, None] - cameras.cy.to(dev)[:, None, None]) / cameras.fy.to(dev)[:, None, None]
+        nrm = frames.normal
+        dot = nrm[..., 0] * x + nrm[..., 1] * y + nrm[..., 2]
+        cosang = dot.abs() / torch.sqrt(x**2 + y**2 + 1.0)
+        ang = torch.rad2deg(torch.arccos(cosang.clamp(0.0, 1.0)))
+        p = torch.sigmoid((ang - config.grazing_deg) / 3.0)
+        drop |= mask & (uniform() < p)
+    edge = mask & ~_shift_and_t(mask)
+    drop |= edge & (uniform() < config.edge_dropout)
+    if config.holes > 0:
+        counts = torch.poisson(torch.full((b,), float(config.holes), device=dev), generator=generator).long().clamp(max=MAX_HOLES)
+        flat = mask.reshape(b, -1)
+        has = flat.any(1)
+        weights = torch.where(has[:, None], flat.float(), torch.ones_like(flat, dtype=torch.float32))
+        centres = torch.multinomial(weights, MAX_HOLES, replacement=True, generator=generator)  # (B, K)
+        radius = 1.5 + 2.5 * torch.rand((b, MAX_HOLES), generator=generator, device=dev)
+        yy = torch.arange(h, device=dev)[None, :, None]
+        xx = torch.arange(w, device=dev)[None, None, :]
+        for k in range(MAX_HOLES):
+            active = (k < counts) & has
+            cy_, cx_ = (centres[:, k] // w)[:, None, None], (centres[:, k] % w)[:, None, None]
+            r = radius[:, k][:, None, None]
+            drop |= active[:, None, None] & (((yy - cy_) ** 2 + (xx - cx_) ** 2).float() < r * r)
+    drop &= mask
+    depth = torch.where(drop, torch.zeros_like(depth), depth)
+    face = torch.where(drop, torch.full_like(face, -1), face)
+    if config.flying_pixel_rate > 0:
+        keep = face >= 0
+        outer = _shift_or_t(keep) & ~keep & on[:, None, None]
+        fly = outer & (uniform() < config.flying_pixel_rate)
+        src = torch.where(keep, depth, torch.zeros_like(depth))[:, None]
+        near = F.max_pool2d(F.pad(src, (1, 1, 1, 1), mode="replicate"), 3, stride=1)[:, 0]  # 3x3 max, edges replicated
+        jump = 0.02 + 0.98 * uniform()
+        depth = torch.where(fly, near + jump, depth)
+    if config.quantisation > 0:
+        q = config.quantisation
+        depth = torch.where(on[:, None, None], torch.round(depth / q) * q, depth)
+    lost = (face < 0)[..., None]
+    bary = torch.where(lost, torch.zeros_like(frames.bary), frames.bary)
+    normal = torch.where(lost, torch.zeros_like(frames.normal), frames.normal)
+    return RasterFrames(depth=depth, face=face, bary=bary, normal=normal)

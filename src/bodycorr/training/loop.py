@@ -115,6 +115,28 @@ def sample_pixels(vertex: torch.Tensor, n: int, gen: torch.Generator) -> tuple[t
     return torch.cat(idx), torch.cat(img)
 
 
+def sample_pixels_batched(vertex: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_pixels` without its per-image loop: up to ``n`` distinct random pixels with truth
+    per image, uniformly, in image order (the random stream differs).
+
+    vertex: (B, H, W) int64, -1 = none, on any device. The scores are drawn on ``vertex``'s device
+    by a generator seeded from ``gen`` (so ``gen`` may stay on the CPU). Returns flat pixel
+    indices (M,) into B*H*W and image ids (M,), on ``vertex``'s device.
+    """
+    b = vertex.shape[0]
+    flat = vertex.reshape(b, -1)
+    if gen.device == flat.device:
+        g = gen
+    else:
+        g = torch.Generator(device=flat.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    scores = torch.rand(flat.shape, generator=g, device=flat.device)
+    scores = torch.where(flat >= 0, scores, torch.full_like(scores, -1.0))
+    top, idx = scores.topk(min(n, flat.shape[1]), dim=1)
+    keep = top >= 0
+    img = torch.arange(b, device=flat.device)[:, None].expand_as(idx)
+    return (idx + img * flat.shape[1])[keep], img[keep]
+
+
 def losses(
     model: torch.nn.Module,
     heads: Any,
@@ -125,6 +147,7 @@ def losses(
     gen: torch.Generator,
     sides: torch.Tensor | None = None,
     dense_geo: torch.Tensor | None = None,
+    sampler: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Classification losses of one batch.
 
@@ -132,11 +155,13 @@ def losses(
     last one the body parts when ``targets.parts_task``), kp: (Vt,) key-point labels. sides: (Vt,)
     +1 left / -1 right / 0 middle (:func:`body_sides`), for models with a chirality head.
     dense_geo: (Vt, S) geodesic distances to the dense points (``Targets.dense_geodesic``), for the dense loss.
+    sampler: picks the pixels the losses see (default :func:`sample_pixels`; :func:`sample_pixels_batched`
+        draws the same distribution without a per-image loop, for large batches on a GPU).
     """
     x = depth_to_input(batch["depth"])
     desc = model(x)  # (B, D, H, W)
     b, d = desc.shape[:2]
-    pix, img = sample_pixels(batch["vertex"], cfg.pixels_per_image, gen)
+    pix, img = (sampler or sample_pixels)(batch["vertex"], cfg.pixels_per_image, gen)
     flat = desc.permute(0, 2, 3, 1).reshape(-1, d)[pix.to(desc.device)]
     verts = batch["vertex"].reshape(-1)[pix].to(desc.device)
     n_seg = cfg.targets.num_segmentations

@@ -30,6 +30,13 @@ VARIANTS = {
     "kinit30": {"k_init": 30},
     "k160": {"k_final": 160},
     "k200fit1500": {"k_final": 200, "fit_points": 1500},
+    "k250": {"k_final": 250},
+    "k300": {"k_final": 300},
+    "k200fit4000": {"k_final": 200, "fit_points": 4000},
+    "k200step20": {"k_final": 200, "step": 20},
+    "k250anchor5": {"k_final": 250, "anchor_weight": 5.0},
+    "k200fit4000step20": {"k_final": 200, "fit_points": 4000, "step": 20},
+    "k200fit6000": {"k_final": 200, "fit_points": 6000},
 }
 
 

@@ -56,6 +56,15 @@ class SpectralConfig:
         k_init: eigenfunctions of the first functional map.
         k_final: eigenfunctions at the end (capped by the points available).
         step: eigenfunctions added per ZoomOut iteration.
+
+            ``k_final`` and ``fit_points`` were chosen on 16 + 8 tuning pairs outside the
+            benchmark's (``bench/bench_spectral_tune.py``; inter / intra mean, worst pair, cm):
+            130 eigenfunctions, 2,000 fit points (the earlier default) 3.46 / 3.74; 200, 2,000:
+            3.32 / 3.49; 250: 3.32 / 3.37; 300: 3.34 / 3.26; **200, 4,000: 3.20 / 2.55 (worst
+            5.07 / 4.71)**; 200, every sample (6,000): 3.20 / 2.05 (worst 5.23 / 3.26) but its pair
+            step took 6.4 s against 5.0 (``bench/bench_refine.py``, 2 cores); 200, 4,000 in steps of
+            20: 3.34 / 3.12 (worst 7.42 / 6.84). More points estimating each functional map
+            mattered more than more eigenfunctions.
         anchor_weight: weight of the descriptors (unit vectors) beside the spectral embedding in
             each point-map step of the anchored ZoomOut (on the 12 pairs above: 0.3 and 1 changed
             nothing, 3 left a pair at 10.6 cm, 10 at 7.1; falling 10 -> 2 over the iterations let
@@ -75,12 +84,12 @@ class SpectralConfig:
     """
 
     k_init: int = 20
-    k_final: int = 130
+    k_final: int = 200
     step: int = 10
     anchor_weight: float = 10.0
     drift: Literal["coverage", "ratio", "free", "anchored"] = "coverage"
     drift_ratio: float = 1.5
-    fit_points: int = 2000
+    fit_points: int = 4000
     max_points: int = 8000
     flip_test: bool = True
     judge_k: int = 50
@@ -118,7 +127,7 @@ class SpectralBasis:
 
 
 def laplacian_basis(points: np.ndarray, faces: np.ndarray | None, k: int, max_points: int = 8000, name: str = "scan",
-                    fit_points: int = 2000) -> SpectralBasis:  # fmt: skip
+                    fit_points: int = 4000) -> SpectralBasis:  # fmt: skip
     """The first ``k`` Laplacian eigenfunctions of a scan. points: (N, 3) metres; faces: (F, 3) or None.
 
     A mesh of at most ``max_points`` vertices uses its robust mesh Laplacian; a bigger mesh, a
@@ -200,7 +209,9 @@ def zoomout(p2p: np.ndarray, source: np.ndarray, target: np.ndarray, source_desc
         if weight > 0:
             emb_t = np.hstack([emb_t, weight * target_desc[qt]])
             emb_s = np.hstack([emb_s, weight * source_desc[qs]])
-        cur = knn(emb_s.astype(np.float32), emb_t.astype(np.float32), k=1).index[:, 0]
+        # faiss's flat search: in 20-216 dimensions the pruned blocks search prunes little and runs
+        # on one thread (4,000 x 5,700 points in 200-D: 0.15 s against 0.07 on 2 cores, same neighbours)
+        cur = knn(emb_s.astype(np.float32), emb_t.astype(np.float32), k=1, backend="faiss").index[:, 0]
     return cur
 
 

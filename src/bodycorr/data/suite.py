@@ -196,14 +196,19 @@ def parameters_path(name: str) -> Path:
 def _parameters_bytes(name: str) -> bytes:
     """The raw parameters file of suite ``name`` (one-line errors when it is missing or unreadable)."""
     _spec(name)
-    path = parameters_path(name)
+    return _read_frozen(parameters_path(name), f"suite {name!r}: its parameters", f"freeze {name}")
+
+
+def _read_frozen(path: Path, what: str, freeze: str) -> bytes:
+    """The bytes of a frozen suite file; one line naming it and the fix when it is missing or unreadable.
+    ``what``: "suite NAME: its parameters"; ``freeze``: the ``python -m bodycorr.data.suite`` subcommand that redraws it."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise BodycorrError(f"suite {name!r}: its parameters {path} are missing; reinstall bodycorr, or draw them anew "
-                            f"with `python -m bodycorr.data.suite freeze {name}` (a new suite: old figures do not carry over).") from None  # fmt: skip
+        raise BodycorrError(f"{what} {path} are missing; reinstall bodycorr, or draw them anew "
+                            f"with `python -m bodycorr.data.suite {freeze}` (a new suite: old figures do not carry over).") from None  # fmt: skip
     except OSError as e:
-        raise BodycorrError(f"suite {name!r}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
+        raise BodycorrError(f"{what.split(':')[0]}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
 
 
 def _parse_parameters(name: str, data: bytes) -> dict[str, np.ndarray]:
@@ -285,14 +290,7 @@ def freeze_outfits(name: str) -> dict[str, np.ndarray]:
 
 
 def _outfits_bytes(name: str) -> bytes:
-    path = outfits_path(name)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BodycorrError(f"suite {name + CLOTHED_SUFFIX!r}: its outfits {path} are missing; reinstall bodycorr, or draw them anew "
-                            f"with `python -m bodycorr.data.suite freeze-clothed {name}` (a new suite: old figures do not carry over).") from None  # fmt: skip
-    except OSError as e:
-        raise BodycorrError(f"suite {name + CLOTHED_SUFFIX!r}: cannot read {path} ({e}); reinstall bodycorr to restore it.") from None
+    return _read_frozen(outfits_path(name), f"suite {name + CLOTHED_SUFFIX!r}: its outfits", f"freeze-clothed {name}")
 
 
 def load_outfits(name: str) -> list[Outfit]:

@@ -126,8 +126,8 @@ class SpectralBasis:
     fit: np.ndarray
 
 
-def laplacian_basis(points: np.ndarray, faces: np.ndarray | None, k: int, max_points: int = 8000, name: str = "scan",
-                    fit_points: int = 4000) -> SpectralBasis:  # fmt: skip
+def laplacian_basis(points: np.ndarray, faces: np.ndarray | None, k: int, max_points: int = SpectralConfig.max_points, name: str = "scan",
+                    fit_points: int = SpectralConfig.fit_points) -> SpectralBasis:  # fmt: skip
     """The first ``k`` Laplacian eigenfunctions of a scan. points: (N, 3) metres; faces: (F, 3) or None.
 
     A mesh of at most ``max_points`` vertices uses its robust mesh Laplacian; a bigger mesh, a

@@ -91,6 +91,22 @@ def test_spectral_refiner_repairs_a_noisy_map_between_triangulations(rng):
     assert out.refiner == "spectral" and out.info["drift"]["kept"] in ("free", "anchored") and out.info["laplacian"] == ["mesh", "mesh"]
 
 
+def test_anchored_twin_runs_only_when_the_free_map_covers_too_little(rng):
+    a, b, da, db, start = _pair(rng)
+    sa, sb = _described(a, da), _described(b, db)
+    initial = match(sa.descriptors, sb.descriptors, source_points=a.vertices)
+    ctx = RefineContext()
+    info = {}
+    for share in (0.0, 1.0):  # never below 0 coverage; always below all of it
+        r = SpectralRefiner(SpectralConfig(k_init=10, k_final=40, step=10, drift_coverage=share))
+        info[share] = r.refine(r.prepare(sa, ctx), r.prepare(sb, ctx), initial, ctx).info["drift"]
+    assert not info[0.0]["anchored_run"] and info[0.0]["kept"] == "free" and set(info[0.0]["coverage"]) == {"free"}
+    assert info[1.0]["anchored_run"] and set(info[1.0]["coverage"]) == {"free", "anchored"}
+    assert info[1.0]["kept"] == ("anchored" if info[1.0]["coverage"]["anchored"] > info[1.0]["coverage"]["free"] else "free")
+    with pytest.raises(BodycorrError, match="drift_coverage"):
+        SpectralConfig(drift_coverage=1.5)
+
+
 def test_mirrored_map_goes_through_the_template_symmetry():
     # a "template" of 4 points: 0 <-> 1 and 2 <-> 3 mirror each other; descriptors are one-hot
     tdesc = np.eye(4, dtype=np.float32)

@@ -115,6 +115,32 @@ def test_distance_to_the_scan_keeps_the_start_whose_body_lies_on_it(template, po
         fit_pose(template, si, posed[si], np.ones(len(si)), good, config=PoseFitConfig(select=select))
 
 
+def test_candidates_are_reported_and_the_energy_guard_restricts_the_choice(template, posed):
+    """Every finished candidate comes back with its scores; the kept one is the rule's; with the
+    guard at 1x the lowest energy only the lowest-energy candidate may be kept."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(4)
+    si = rng.choice(template.num_vertices, 1500, replace=False)
+    labels = np.where(rng.random(len(si)) < 0.8, template.symmetry[si], si)
+    good = _start(template, posed, si)
+    c = posed[si].mean(0)
+    turned = SimilarityTransform(_yaw(180) @ good.rotation, _yaw(180) @ (good.translation - c) + c)
+    cfg = PoseFitConfig(iterations=60, select="residual")
+    args = (template, labels, posed[si], np.ones(len(si)), [turned, good])
+    fit = fit_pose(*args, alternatives=template.symmetry[labels], scan=posed, config=cfg)
+    cand, b = fit.candidates, 2 * len(cfg.coverage_penalties)
+    assert cand.vertices.shape == (b, template.num_vertices, 3) and cand.energy.shape == cand.residual.shape == (b,)
+    assert cand.start.tolist() == [0, 0, 1, 1] and np.allclose(cand.penalty, list(cfg.coverage_penalties) * 2)
+    assert np.allclose(cand.vertices[np.argmin(cand.residual)], fit.vertices, atol=1e-5)
+    assert np.allclose(cand.residual, fit.start_energies)
+    assert cand.energy[cand.start == 0].min() > cand.energy[cand.start == 1].min()  # the turned start: matches disagree
+    guarded = fit_pose(*args, alternatives=template.symmetry[labels], scan=posed, config=replace(cfg, select_energy_ratio=1.0))
+    assert np.allclose(guarded.vertices, guarded.candidates.vertices[np.argmin(guarded.candidates.energy)], atol=1e-5)
+    # one start: nothing to compare, no candidates
+    assert fit_pose(template, si, posed[si], np.ones(len(si)), good, scan=posed, config=replace(cfg, iterations=20)).candidates is None
+
+
 def test_a_limb_matched_to_the_wrong_side_is_read_through_its_mirror(template, posed):
     rng = np.random.default_rng(2)
     si = rng.choice(template.num_vertices, 1500, replace=False)

@@ -95,6 +95,9 @@ class PoseFitConfig:
             12 test pairs 0.1 fixed some scans and broke others that 0.3 got right), and energies
             under different penalties do not compare on their own, but distances to the scan do
             (``combined`` multiplies each fit's own energy by them).
+        select_energy_ratio: with a ``select`` that compares the fits with the scan, candidates
+            whose match energy (:attr:`FitCandidates.energy`) exceeds this many times the lowest
+            are not kept (0: off): a body turned round can sit nearer the scan than the right one.
         free_space: weight of the free-space term when ``fit_pose`` gets a ``silhouette`` (one
             depth frame and its camera): body vertices must not lie in front of the nearest
             surface measured around their pixel, where the camera looked through empty space.
@@ -146,6 +149,7 @@ class PoseFitConfig:
     select_at: float = 1.0
     select: Literal["energy", "coverage", "residual", "combined"] = "energy"
     coverage_penalties: tuple[float, ...] = (0.1, 0.3)
+    select_energy_ratio: float = 0.0
     silhouette: float = 0.0
     free_space: float = 0.0
     silhouette_scale: float = 0.1
@@ -190,6 +194,29 @@ class PoseFit:
     start: int
     start_energies: np.ndarray
     seconds: float
+    candidates: FitCandidates | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FitCandidates:
+    """Every finished candidate of a fit whose ``select`` compared them with the scan (rigid start x
+    mirror penalty x free-space path), so a selection rule can be checked against the others.
+
+    Attributes:
+        vertices: (B, Vt, 3) float32 each candidate's posed template (the scan's frame).
+        energy: (B,) match energy per unit weight at the end scale, every candidate's mirror
+            matches paying :attr:`PoseFitConfig.mirror_penalty` (comparable across candidates).
+        residual: (B,) mean distance from the scan's points to the candidate (m).
+        coverage: (B,) mean distance from the candidate's vertices to the scan (m).
+        start: (B,) the rigid start of each; penalty: (B,) its mirror penalty.
+    """
+
+    vertices: np.ndarray
+    energy: np.ndarray
+    residual: np.ndarray
+    coverage: np.ndarray
+    start: np.ndarray
+    penalty: np.ndarray
 
 
 def _mean_distance(points: np.ndarray, to: np.ndarray) -> float:
@@ -431,11 +458,21 @@ def fit_pose(
             i_sil = sil_ids  # every vertex is posed now
             e = e + silhouette_cost(v) / (s_end * s_end)
         score = e.numpy().astype(np.float64)
-        if compares and len(keep) > 1:  # only the distances the rule reads
+        candidates = None
+        if compares and len(keep) > 1:
             sc, bodies = full_scan[np.isfinite(full_scan).all(1)], v.numpy()
-            coverage = lambda: np.array([_mean_distance(x, sc) for x in bodies])  # noqa: E731
-            residual = lambda: np.array([_mean_distance(sc, x) for x in bodies])  # noqa: E731
-            score = {"coverage": coverage, "residual": residual, "combined": lambda: score * (coverage() + residual())}[config.select]()
+            coverage = np.array([_mean_distance(x, sc) for x in bodies])
+            residual = np.array([_mean_distance(sc, x) for x in bodies])
+            # the match energy under one mirror penalty for all (their own penalties differ)
+            own = _gm(((v[:, idx] - tp) ** 2).sum(-1), s_end)
+            if alt is not None:
+                own = torch.minimum(own, _gm(((v[:, alt] - tp) ** 2).sum(-1), s_end) + config.mirror_penalty * s_end * s_end)
+            energy = ((own * w).sum(-1) / (s_end * s_end)).numpy().astype(np.float64)
+            score = {"coverage": coverage, "residual": residual, "combined": energy * (coverage + residual)}[config.select]
+            if config.select_energy_ratio > 0:  # a candidate the matches disagree with is not kept for sitting near the scan
+                score = np.where(energy <= config.select_energy_ratio * energy.min(), score, np.inf)
+            candidates = FitCandidates(bodies.astype(np.float32), energy, residual, coverage, (keep // n_var).numpy(),
+                                       np.asarray(pen_of[keep].numpy(), dtype=np.float64))  # fmt: skip
         b = int(np.argmin(score))
         if len(keep) > 1:
             start_energies = score
@@ -447,5 +484,5 @@ def fit_pose(
             vertices=v[b].numpy().astype(np.float64), pose=pose_of(params)[b].numpy(),
             phenotypes=phenotypes_of(params)[b].numpy().astype(np.float64),
             rotation=Rg, translation=tg, scale=float(S0[k]), energy=float(e[b]), start=k // n_var,
-            start_energies=start_energies, seconds=time.perf_counter() - t_start,
+            start_energies=start_energies, seconds=time.perf_counter() - t_start, candidates=candidates,
         )  # fmt: skip

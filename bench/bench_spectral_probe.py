@@ -98,8 +98,12 @@ class Probe:
         out["coverage"] = out["anchored"] if cover["anchored"] > cover["free"] else out["free"]
         for v in self.variants:
             t0 = time.perf_counter()
-            out[v] = full(VARIANTS[v](run=run, start=start, free=free, anch=anch, sb=sb, tb=tb, sd=sd, td=td, cfg=cfg, A=A, B=B))
+            got = VARIANTS[v](run=run, start=start, free=free, anch=anch, sb=sb, tb=tb, sd=sd, td=td, cfg=cfg, A=A, B=B)
             t[v] = time.perf_counter() - t0
+            out[v] = full(got)
+            cover[v] = len(np.unique(got)) / len(tb.sample)
+            # the twin rule with this variant as the anchored map
+            out[f"{v}+rule"] = out[v] if cover[v] > cover["free"] else out["free"]
         rec["seconds"] = t
         self.records.append(rec)
         return out
@@ -135,7 +139,18 @@ def _zoomout_bijective(p2p, source, target, k_init, k_final, step, fit):
     return cur
 
 
+def _fewer(basis, points: np.ndarray, m: int) -> np.ndarray:
+    """At most ``m`` farthest samples of the basis's fit samples (sorted positions in its sample)."""
+    from bodycorr.geometry.sampling import farthest_point_sampling_euclidean
+
+    fit = np.asarray(basis.fit)
+    return fit if len(fit) <= m else np.sort(fit[farthest_point_sampling_euclidean(np.asarray(points, np.float64)[basis.sample[fit]], m, seed=0)])
+
+
 VARIANTS = {
+    "anch_s20": lambda run, start, cfg, **_: run(start, cfg.k_init, cfg.k_final, cfg.anchor_weight, 20),
+    "anch_f2000": lambda run, start, cfg, sb, tb, A, B, **_: run(start, cfg.k_init, cfg.k_final, cfg.anchor_weight, cfg.step,
+                                                                   (_fewer(sb, A.points, 2000), _fewer(tb, B.points, 2000))),
     "bijective": lambda start, sb, tb, cfg, **_: _zoomout_bijective(start, sb.evecs, tb.evecs, cfg.k_init, cfg.k_final, cfg.step, (sb.fit, tb.fit)),
     "polish1": lambda run, free, cfg, **_: run(free, cfg.k_final, cfg.k_final, 1.0),
     "polish3": lambda run, free, cfg, **_: run(free, cfg.k_final, cfg.k_final, 3.0),
@@ -179,7 +194,7 @@ def main() -> None:
         def correspond(self, s, t):
             return probe.pair(s, t)[self.variant]
 
-    methods = [View(v) for v in ["plain", "free", "anchored", "coverage", *variants]]
+    methods = [View(v) for v in ["plain", "free", "anchored", "coverage", *[x for v in variants for x in (v, f"{v}+rule")]]]
     res = run_benchmark(suite, methods, HarnessConfig(kinds=("full-full",), workers=1), a.out, progress=True)
     print_groups(res)
     errs = {m: {r.pair: float(r.errors.errors_cm.mean()) for g in res.records[m].values() for r in g} for m in res.methods}
@@ -187,9 +202,9 @@ def main() -> None:
         rec["error_cm"] = {m: round(errs[m].get(rec["pair"], float("nan")), 3) for m in res.methods}
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "probe.json").write_text(json.dumps(probe.records, indent=1))
-    print(f"{'pair':22s} {'cov free':>8s} {'cov anch':>8s} " + " ".join(f"{m:>10s}" for m in res.methods))
+    print(f"{'pair':22s} " + " ".join(f"{'cov ' + c:>10s}" for c in probe.records[0]["coverage"]) + " " + " ".join(f"{m:>10s}" for m in res.methods))
     for rec in probe.records:
-        print(f"{rec['pair']:22s} {rec['coverage']['free']:8.3f} {rec['coverage']['anchored']:8.3f} "
+        print(f"{rec['pair']:22s} " + " ".join(f"{c:10.3f}" for c in rec["coverage"].values()) + " "
               + " ".join(f"{rec['error_cm'][m]:10.2f}" for m in res.methods))  # fmt: skip
     sec = {k: np.mean([r["seconds"][k] for r in probe.records]) for k in probe.records[0]["seconds"]}
     print("mean seconds per pair:", {k: round(v, 2) for k, v in sec.items()})

@@ -103,7 +103,18 @@ def farthest_point_sampling_euclidean(
     p = points.points if isinstance(points, PointCloud) else np.asarray(points, dtype=np.float64)
     if p.ndim != 2:
         raise BodycorrError(f"farthest-point sampling: points must have shape (N, D), got {p.shape}.")
-    return _fps(p.shape[0], k, lambda i: np.linalg.norm(p - p[i], axis=1), initial, seed, "a point cloud")
+    # one contiguous array per coordinate: np.linalg.norm(p - p[i], axis=1) allocates (N, D) twice per
+    # pick (4,000 picks of 5,700 points: 0.60 s -> 0.15 s, the same sums in the same order)
+    cols = [np.ascontiguousarray(p[:, j]) for j in range(p.shape[1])]
+
+    def row(i: int) -> np.ndarray:
+        d = np.zeros(p.shape[0])
+        for c in cols:
+            t = c - c[i]
+            d += t * t
+        return np.sqrt(d, out=d)
+
+    return _fps(p.shape[0], k, row, initial, seed, "a point cloud")
 
 
 def voxel_best(points: np.ndarray, scores: np.ndarray, count: int, iterations: int = 20,

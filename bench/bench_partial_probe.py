@@ -28,6 +28,8 @@ VARIANTS = {
     "cp0.5": {},
     "cp2": {"closest_point": 2.0},
     "cp5": {"closest_point": 5.0},
+    "t100": {"tighten_steps": 100},
+    "t200": {"tighten_steps": 200},
 }
 RATIOS = (1.1, 1.25, 1.5, 2.0, 3.0)
 
@@ -93,15 +95,19 @@ def main() -> None:
                 e = np.linalg.norm(tv[u] - truth, axis=1)
                 errs.append(float(e.mean() * 100))
                 flips.append(float((np.linalg.norm(tv[u] - mirror, axis=1) < e).mean() * 100))
+            u = cKDTree(fit.vertices).query(d.points, workers=1)[1]
+            final = float(np.linalg.norm(tv[u] - truth, axis=1).mean() * 100)
             own = np.asarray(fit.start_energies) if fit.start_energies is not None else np.full(len(errs), np.nan)
             records.append({"view": name, "variant": v, "error_cm": errs, "flip_pct": flips, "energy": c.energy.tolist(),
                             "residual": c.residual.tolist(), "coverage": c.coverage.tolist(), "penalty": c.penalty.tolist(),
-                            "start": c.start.tolist(), "own_energy": own.tolist(), "seconds": fit.seconds})  # fmt: skip
+                            "start": c.start.tolist(), "own_energy": own.tolist(), "seconds": fit.seconds, "final_cm": final})  # fmt: skip
             (out / "probe.json").write_text(json.dumps(records, indent=1))
     for v in a.variants.split(","):
         recs = [r for r in records if r["variant"] == v]
         picks = [rules(r) for r in recs]
         print(f"\n{v}: {len(recs)} views, median fit {np.median([r['seconds'] for r in recs]):.1f} s")
+        fin = [r["final_cm"] for r in recs]
+        print(f"  {'kept fit (final)':22s} mean {np.mean(fin):5.2f}  worst {np.max(fin):5.2f}  views > 8 cm: {sum(x > 8 for x in fin)}")
         for rule in picks[0]:
             e = [r["error_cm"][p[rule]] for r, p in zip(recs, picks)]
             print(f"  {rule:22s} mean {np.mean(e):5.2f}  worst {np.max(e):5.2f}  views > 8 cm: {sum(x > 8 for x in e)}")

@@ -98,6 +98,14 @@ class PoseFitConfig:
         select_energy_ratio: with a ``select`` that compares the fits with the scan, candidates
             whose match energy (:attr:`FitCandidates.energy`) exceeds this many times the lowest
             are not kept (0: off): a body turned round can sit nearer the scan than the right one.
+        tighten_steps: after the kept candidate is chosen, this many more steps on it alone with the
+            closest-point term at ``tighten_closest_point`` (needs ``scan``; 0: none). Pulling every
+            candidate that hard before choosing made a candidate with a limb on the wrong side sit as
+            near the scan as the right one (the demo's view: residual 1.24 against 1.29 cm; at weight
+            0.5, 1.56 against 1.38); :attr:`PoseFit.candidates` are the candidates before it.
+        tighten_closest_point: the closest-point weight of those steps.
+        tighten_learning_rate: their Adam step size, as a share of ``learning_rate`` (a fresh Adam
+            moves every parameter by about its step size at first: a jolt to a converged fit).
         free_space: weight of the free-space term when ``fit_pose`` gets a ``silhouette`` (one
             depth frame and its camera): body vertices must not lie in front of the nearest
             surface measured around their pixel, where the camera looked through empty space.
@@ -150,6 +158,9 @@ class PoseFitConfig:
     select: Literal["energy", "coverage", "residual", "combined"] = "energy"
     coverage_penalties: tuple[float, ...] = (0.1, 0.3)
     select_energy_ratio: float = 0.0
+    tighten_steps: int = 0
+    tighten_closest_point: float = 5.0
+    tighten_learning_rate: float = 0.1
     silhouette: float = 0.0
     free_space: float = 0.0
     silhouette_scale: float = 0.1
@@ -335,12 +346,12 @@ def fit_pose(
     if not config.shape:
         fixed_shape = model.rest_body(np.full(len(PHENOTYPES), 0.5) if phenotypes is None else phenotypes)
 
-    def optimiser(p: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+    def optimiser(p: dict[str, torch.Tensor], lr: float = config.learning_rate) -> torch.optim.Optimizer:
         for t in p.values():
             t.requires_grad_(True)
-        groups = [{"params": [p["rot"], p["glob"]], "lr": config.learning_rate}, {"params": [p["trans"]], "lr": config.learning_rate * 0.2}]
+        groups = [{"params": [p["rot"], p["glob"]], "lr": lr}, {"params": [p["trans"]], "lr": lr * 0.2}]
         if config.shape:
-            groups.append({"params": [p["shape"]], "lr": config.learning_rate * 0.5})
+            groups.append({"params": [p["shape"]], "lr": lr * 0.5})
         return torch.optim.Adam(groups)
 
     opt = optimiser(params)
@@ -476,6 +487,39 @@ def fit_pose(
         b = int(np.argmin(score))
         if len(keep) > 1:
             start_energies = score
+    if config.tighten_steps > 0 and cp is not None:
+        # the kept candidate alone, pulled onto the scan harder: chosen first and tightened after, so
+        # the pull cannot make a wrong candidate sit as near the scan as the right one
+        keep = keep[b : b + 1]
+        params = {name: t.detach()[b : b + 1].clone() for name, t in params.items()}
+        opt = optimiser(params, config.learning_rate * config.tighten_learning_rate)
+        for j in range(config.tighten_steps):
+            if j % 10 == 0:
+                with torch.no_grad():
+                    vv = body(params, None).numpy()
+                nn_t = torch.as_tensor(np.stack([closest_vertices(x) for x in vv]), dtype=torch.int64)
+                sel = torch.unique(torch.cat([base, nn_t.reshape(-1)]))
+                i_idx, i_alt, i_sil, nn_idx = at(idx), None if alt is None else at(alt), at(sil_ids), at(nn_t)
+            v = body(params, sel)
+            d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
+            loss = (match_cost(v, s_end) * w).sum() + config.tighten_closest_point * _gm(d2, s_end).mean(-1).sum()
+            if use_sil:
+                loss = loss + silhouette_cost(v).sum()
+            loss = loss + config.pose_prior * (params["rot"] ** 2).sum()
+            if fixed_shape is None:
+                loss = loss + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            v = body(params, None)
+            i_idx, i_alt = idx, alt
+            e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
+            if use_sil:
+                i_sil = sil_ids
+                e = e + silhouette_cost(v) / (s_end * s_end)
+        b = 0
+    with torch.no_grad():
         k = int(keep[b])
         Rd = roma.rotvec_to_rotmat(params["glob"][b])
         Rg = (R0[k] @ Rd).numpy().astype(np.float64)

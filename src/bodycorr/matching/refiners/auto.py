@@ -25,20 +25,18 @@ def is_complete(described: Described) -> bool:
     return True
 
 
-# The partial fit's scan-to-body pull and its guard. On the noisy views of 16 tuning pairs outside the
-# benchmark's (``bench/bench_partial_probe.py --views 16 --variants cp0.5,cp5``; each view point's fitted
-# template vertex against the truth, rest-template distance), closest-point weight 0.5 -> 5 took the
-# kept candidates from 3.59 to 3.29 cm (worst view 7.97 -> 7.32; the best candidate of each: 3.55 -> 3.22)
-# and the scan-to-body residual from about 1.6 to 1.4 cm. Weight 5 without a guard turned one test pair's
-# body round (a whole-body error of 51 cm, kept for sitting nearer the scan), so candidates whose match
-# energy exceeds 1.25 x the lowest are not kept: 12 of the 19 tuning candidates with errors over 10 cm
-# had 1.28-2.49 x the lowest energy (the others 1.0-1.19: the guard is a backstop, not a detector), and
-# the guard changed no kept candidate there.
-# NOT adopted: with weight 5 (guarded or not) the demo's pair (`bodycorr demo`: tr_08_06's noisy view ->
-# tr_04_08) went 4.3 -> 18.0 cm (12.4 % of points over 20 cm: a limb fitted on the wrong side), so the
-# defaults stay weight 0.5 without the guard (session 16's) until a fit that is tight and safe is found.
+# The partial fit's scan-to-body pull. Pulling every candidate 10x harder (closest-point weight 0.5 -> 5)
+# helped the tuning views (3.59 -> 3.29 cm: each view point's fitted template vertex against the truth,
+# rest-template distance, ``bench/bench_partial_probe.py --views 16 --variants cp0.5,cp5``) but made a
+# candidate with a limb on the wrong side sit as near the scan as the right one, and the demo's pair went
+# 4.3 -> 18.0 cm (an energy guard, PoseFitConfig.select_energy_ratio, did not help there). So the
+# candidates are chosen at weight 0.5 and the kept one alone is then tightened (weight 5, a tenth of the
+# step size; PoseFitConfig.tighten_steps): on the same 16 views 100 steps gave 3.28 cm (worst view 7.69)
+# and 200 steps 3.13 (worst 7.57), every view better than without (3.59, worst 7.97), for 3 and 6 s more
+# per view (``--variants t100,t200``).
 PARTIAL_CLOSEST_POINT = 0.5
 PARTIAL_ENERGY_RATIO = 0.0
+PARTIAL_TIGHTEN_STEPS = 200
 
 ROUTE = "template route"  # Refined.refiner of a pair that met on the template
 
@@ -80,7 +78,7 @@ class AutoRefiner:
         from bodycorr.matching.refiners.spectral import SpectralConfig, SpectralRefiner
 
         self.body = BodyRefiner(partial_model, partial_select, PoseFitConfig(iterations=partial_iterations, closest_point=PARTIAL_CLOSEST_POINT,
-                                                                             select_energy_ratio=PARTIAL_ENERGY_RATIO))  # fmt: skip
+                                                                             select_energy_ratio=PARTIAL_ENERGY_RATIO, tighten_steps=PARTIAL_TIGHTEN_STEPS))  # fmt: skip
         self.spectral = SpectralRefiner()
         self.template_spectral = SpectralRefiner(SpectralConfig(max_points=14000))  # the template's own mesh Laplacian
 

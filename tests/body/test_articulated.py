@@ -92,18 +92,24 @@ def test_keeps_the_right_start_of_two(template, posed):
     assert np.linalg.norm(fit.vertices - posed, axis=1).mean() < 0.03
 
 
+def _turned_case(template, posed):
+    """1,500 matches, 80 % naming the mirror vertex, and two rigid starts: the right one and one
+    turned half-way round about the vertical. -> (si, labels, good, turned)."""
+    rng = np.random.default_rng(4)
+    si = rng.choice(template.num_vertices, 1500, replace=False)
+    labels = np.where(rng.random(len(si)) < 0.8, template.symmetry[si], si)
+    good = _start(template, posed, si)
+    c = posed[si].mean(0)
+    return si, labels, good, SimilarityTransform(_yaw(180) @ good.rotation, _yaw(180) @ (good.translation - c) + c)
+
+
 @pytest.mark.parametrize("select", ["coverage", "residual", "combined"])
 def test_distance_to_the_scan_keeps_the_start_whose_body_lies_on_it(template, posed, select):
     """With 80 % of the matches naming the mirror vertex, the start turned half-way round leaves
     the fitted body off the scan: coverage (mean body-to-scan distance, metres) and residual
     (scan-to-body) keep the right one. (On real descriptors the turned start can win on energy;
     see PoseFitConfig.select.)"""
-    rng = np.random.default_rng(4)
-    si = rng.choice(template.num_vertices, 1500, replace=False)
-    labels = np.where(rng.random(len(si)) < 0.8, template.symmetry[si], si)
-    good = _start(template, posed, si)
-    c = posed[si].mean(0)
-    turned = SimilarityTransform(_yaw(180) @ good.rotation, _yaw(180) @ (good.translation - c) + c)
+    si, labels, good, turned = _turned_case(template, posed)
     cfg = PoseFitConfig(iterations=100, select=select)
     fit = fit_pose(template, labels, posed[si], np.ones(len(si)), [turned, good], alternatives=template.symmetry[labels], scan=posed, config=cfg)
     assert fit.start == 1 and np.linalg.norm(fit.vertices - posed, axis=1).mean() < 0.03
@@ -120,12 +126,7 @@ def test_candidates_are_reported_and_the_energy_guard_restricts_the_choice(templ
     guard at 1x the lowest energy only the lowest-energy candidate may be kept."""
     from dataclasses import replace
 
-    rng = np.random.default_rng(4)
-    si = rng.choice(template.num_vertices, 1500, replace=False)
-    labels = np.where(rng.random(len(si)) < 0.8, template.symmetry[si], si)
-    good = _start(template, posed, si)
-    c = posed[si].mean(0)
-    turned = SimilarityTransform(_yaw(180) @ good.rotation, _yaw(180) @ (good.translation - c) + c)
+    si, labels, good, turned = _turned_case(template, posed)
     cfg = PoseFitConfig(iterations=60, select="residual")
     args = (template, labels, posed[si], np.ones(len(si)), [turned, good])
     fit = fit_pose(*args, alternatives=template.symmetry[labels], scan=posed, config=cfg)

@@ -430,6 +430,44 @@ def fit_pose(
             cost = torch.minimum(cost, mirrored)
         return cost
 
+    def refresh_partners() -> None:
+        """Re-find every scan point's closest body vertex and pose only the vertices the steps read."""
+        nonlocal sel, i_idx, i_alt, i_sil, nn_idx
+        with torch.no_grad():
+            vv = body(params, None).numpy()
+        nn_t = torch.as_tensor(np.stack([closest_vertices(x) for x in vv]), dtype=torch.int64)
+        sel = torch.unique(torch.cat([base, nn_t.reshape(-1)]))
+        i_idx, i_alt, i_sil, nn_idx = at(idx), None if alt is None else at(alt), at(sil_ids), at(nn_t)
+
+    def step(scale: float, closest_point: float, silhouette_on: torch.Tensor | bool) -> None:
+        """One Adam step of the matches (kernel ``scale``), the closest-point term at weight
+        ``closest_point`` (0: off), the depth-image terms where ``silhouette_on``, and the priors."""
+        v = body(params, sel)
+        loss = ((match_cost(v, scale) * w).sum(-1)).sum()
+        if closest_point > 0:
+            d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
+            loss = loss + closest_point * _gm(d2, s_end).mean(-1).sum()
+        if use_sil:
+            loss = loss + (silhouette_cost(v) * silhouette_on).sum()
+        loss = loss + config.pose_prior * (params["rot"] ** 2).sum()
+        if fixed_shape is None:
+            loss = loss + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def final_energies() -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, Vt, 3) every fitted body and (b,) its energy per unit weight at the end scale."""
+        nonlocal i_idx, i_alt, i_sil
+        with torch.no_grad():
+            v = body(params, None)
+            i_idx, i_alt = idx, alt  # match_cost now reads every vertex
+            e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
+            if use_sil:  # the free-space paths differ in how they got here, not in what they pay
+                i_sil = sil_ids  # every vertex is posed now
+                e = e + silhouette_cost(v) / (s_end * s_end)
+        return v, e
+
     for it in range(n):
         scale = s_start * (s_end / s_start) ** (it / max(1, n - 1))
         if it == select_at:
@@ -443,31 +481,10 @@ def fit_pose(
                 nn_idx = nn_idx[best : best + 1]
             opt = optimiser(params)
         if it >= cp_from and (nn_idx is None or (it - cp_from) % 10 == 0):
-            with torch.no_grad():
-                vv = body(params, None).numpy()
-            nn_t = torch.as_tensor(np.stack([closest_vertices(x) for x in vv]), dtype=torch.int64)
-            sel = torch.unique(torch.cat([base, nn_t.reshape(-1)]))
-            i_idx, i_alt, i_sil, nn_idx = at(idx), None if alt is None else at(alt), at(sil_ids), at(nn_t)
-        v = body(params, sel)
-        loss = ((match_cost(v, scale) * w).sum(-1)).sum()
-        if it >= cp_from:
-            d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
-            loss = loss + config.closest_point * _gm(d2, s_end).mean(-1).sum()
-        if use_sil:
-            loss = loss + (silhouette_cost(v) * (it >= sil_from[keep])).sum()
-        loss = loss + config.pose_prior * (params["rot"] ** 2).sum()
-        if fixed_shape is None:
-            loss = loss + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+            refresh_partners()
+        step(scale, config.closest_point if it >= cp_from else 0.0, it >= sil_from[keep])
+    v, e = final_energies()
     with torch.no_grad():
-        v = body(params, None)
-        i_idx, i_alt = idx, alt  # match_cost now reads every vertex
-        e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
-        if use_sil:  # the free-space paths differ in how they got here, not in what they pay
-            i_sil = sil_ids  # every vertex is posed now
-            e = e + silhouette_cost(v) / (s_end * s_end)
         score = e.numpy().astype(np.float64)
         candidates = None
         if compares and len(keep) > 1:
@@ -495,29 +512,9 @@ def fit_pose(
         opt = optimiser(params, config.learning_rate * config.tighten_learning_rate)
         for j in range(config.tighten_steps):
             if j % 10 == 0:
-                with torch.no_grad():
-                    vv = body(params, None).numpy()
-                nn_t = torch.as_tensor(np.stack([closest_vertices(x) for x in vv]), dtype=torch.int64)
-                sel = torch.unique(torch.cat([base, nn_t.reshape(-1)]))
-                i_idx, i_alt, i_sil, nn_idx = at(idx), None if alt is None else at(alt), at(sil_ids), at(nn_t)
-            v = body(params, sel)
-            d2 = ((torch.gather(v, 1, nn_idx[..., None].expand(-1, -1, 3)) - cp) ** 2).sum(-1)
-            loss = (match_cost(v, s_end) * w).sum() + config.tighten_closest_point * _gm(d2, s_end).mean(-1).sum()
-            if use_sil:
-                loss = loss + silhouette_cost(v).sum()
-            loss = loss + config.pose_prior * (params["rot"] ** 2).sum()
-            if fixed_shape is None:
-                loss = loss + config.shape_prior * ((phenotypes_of(params) - 0.5) ** 2).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            v = body(params, None)
-            i_idx, i_alt = idx, alt
-            e = (match_cost(v, s_end) * w).sum(-1) / (s_end * s_end)
-            if use_sil:
-                i_sil = sil_ids
-                e = e + silhouette_cost(v) / (s_end * s_end)
+                refresh_partners()
+            step(s_end, config.tighten_closest_point, True)
+        v, e = final_energies()
         b = 0
     with torch.no_grad():
         k = int(keep[b])

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import re
 import sys
 from pathlib import Path
 
@@ -51,13 +49,13 @@ def main() -> None:
     ap.add_argument("--cache", default="out/probe-cache")
     ap.add_argument("-o", "--out", default="out/partial-probe")
     a = ap.parse_args()
+    from bench_spectral_probe import cached_describe
     from bench_spectral_tune import tuning_pairs
     from tqdm.auto import tqdm
 
     from bodycorr.body.articulated import PoseFitConfig
     from bodycorr.evaluation.harness import HarnessConfig, _Runner, make_method
     from bodycorr.evaluation.synthetic import RemeshedPairSuite
-    from bodycorr.matching.describe import describe
     from bodycorr.matching.refiners import RefineContext
     from bodycorr.matching.refiners.body import BodyRefiner
 
@@ -69,18 +67,12 @@ def main() -> None:
     template, _ = ctx.template()
     tv = np.asarray(template.mesh.vertices)
     cache = Path(a.cache)
-    cache.mkdir(parents=True, exist_ok=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for name in tqdm(names, desc="views"):
         shape = runner.shape(name, True, "noisy")
-        f = cache / f"{plain.model_sha256[:12]}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', shape.key)}.pkl"
-        if f.exists():
-            d = pickle.loads(f.read_bytes())
-        else:
-            d = describe(shape.scan, plain.extractor, 48, shape.up_hint)
-            f.write_bytes(pickle.dumps(d))
+        d = cached_describe(shape, plain.extractor, plain.model_sha256, cache)
         truth = np.asarray(suite.surface(name).canonical)[shape.vertex]  # (N, 3) rest-template point of each view point
         mirror = truth * np.array([-1.0, 1.0, 1.0])
         from scipy.spatial import cKDTree

@@ -24,6 +24,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def cached_describe(shape, extractor, sha: str, cache: Path):
+    """``describe(shape.scan)`` with 48 views, kept on disk under ``cache`` keyed by the model's sha256 and the shape."""
+    f = cache / f"{sha[:12]}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', shape.key)}.pkl"
+    if f.exists():
+        return pickle.loads(f.read_bytes())
+    from bodycorr.matching.describe import describe
+
+    d = describe(shape.scan, extractor, 48, shape.up_hint)
+    cache.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(pickle.dumps(d))
+    return d
+
+
 class Probe:
     """Describes (disk-cached), builds eigenbases, and computes every variant's map of a pair once."""
 
@@ -37,19 +50,11 @@ class Probe:
         self.prepared: dict = {}
         self.maps: dict = {}
         self.records: list[dict] = []
-        cache.mkdir(parents=True, exist_ok=True)
 
     def prepare(self, shape):
         if shape.key in self.prepared:
             return self.prepared[shape.key]
-        f = self.cache / f"{self.sha[:12]}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', shape.key)}.pkl"
-        if f.exists():
-            d = pickle.loads(f.read_bytes())
-        else:
-            from bodycorr.matching.describe import describe
-
-            d = describe(shape.scan, self.extractor, 48, shape.up_hint)
-            f.write_bytes(pickle.dumps(d))
+        d = cached_describe(shape, self.extractor, self.sha, self.cache)
         t0 = time.perf_counter()
         p = self.refiner.prepare(d, self.ctx)
         self.prepared[shape.key] = (shape.key, p, time.perf_counter() - t0)

@@ -422,11 +422,13 @@ def fit_pose(
         s = config.silhouette_scale
         return config.silhouette * _gm(r.outside**2, s).mean(-1) + config.free_space * _gm(r.in_front**2, s).mean(-1)
 
-    def match_cost(v: torch.Tensor, scale: float) -> torch.Tensor:
-        """(b, K) robust cost of every match (v: the posed ``sel`` vertices)."""
+    def match_cost(v: torch.Tensor, scale: float, penalty: float | None = None) -> torch.Tensor:
+        """(b, K) robust cost of every match (v: the posed ``sel`` vertices); a mirror match pays
+        each candidate's own penalty, or ``penalty`` for all."""
         cost = _gm(((v[:, i_idx] - tp) ** 2).sum(-1), scale)
         if i_alt is not None:
-            mirrored = _gm(((v[:, i_alt] - tp) ** 2).sum(-1), scale) + pen_of[keep][:, None] * scale * scale
+            pen = pen_of[keep][:, None] if penalty is None else penalty
+            mirrored = _gm(((v[:, i_alt] - tp) ** 2).sum(-1), scale) + pen * scale * scale
             cost = torch.minimum(cost, mirrored)
         return cost
 
@@ -492,10 +494,7 @@ def fit_pose(
             coverage = np.array([_mean_distance(x, sc) for x in bodies])
             residual = np.array([_mean_distance(sc, x) for x in bodies])
             # the match energy under one mirror penalty for all (their own penalties differ)
-            own = _gm(((v[:, idx] - tp) ** 2).sum(-1), s_end)
-            if alt is not None:
-                own = torch.minimum(own, _gm(((v[:, alt] - tp) ** 2).sum(-1), s_end) + config.mirror_penalty * s_end * s_end)
-            energy = ((own * w).sum(-1) / (s_end * s_end)).numpy().astype(np.float64)
+            energy = ((match_cost(v, s_end, config.mirror_penalty) * w).sum(-1) / (s_end * s_end)).numpy().astype(np.float64)
             score = {"coverage": coverage, "residual": residual, "combined": energy * (coverage + residual)}[config.select]
             if config.select_energy_ratio > 0:  # a candidate the matches disagree with is not kept for sitting near the scan
                 score = np.where(energy <= config.select_energy_ratio * energy.min(), score, np.inf)

@@ -34,9 +34,7 @@ def is_complete(described: Described) -> bool:
 # step size; PoseFitConfig.tighten_steps): on the same 16 views 100 steps gave 3.28 cm (worst view 7.69)
 # and 200 steps 3.13 (worst 7.57), every view better than without (3.59, worst 7.97), for 3 and 6 s more
 # per view (``--variants t100,t200``).
-PARTIAL_CLOSEST_POINT = 0.5
-PARTIAL_ENERGY_RATIO = 0.0
-PARTIAL_TIGHTEN_STEPS = 200
+PARTIAL_TIGHTEN_STEPS = 200  # PoseFitConfig's own closest_point (0.5) and no energy guard
 
 ROUTE = "template route"  # Refined.refiner of a pair that met on the template
 
@@ -77,8 +75,7 @@ class AutoRefiner:
         from bodycorr.matching.refiners.body import BodyRefiner
         from bodycorr.matching.refiners.spectral import SpectralConfig, SpectralRefiner
 
-        self.body = BodyRefiner(partial_model, partial_select, PoseFitConfig(iterations=partial_iterations, closest_point=PARTIAL_CLOSEST_POINT,
-                                                                             select_energy_ratio=PARTIAL_ENERGY_RATIO, tighten_steps=PARTIAL_TIGHTEN_STEPS))  # fmt: skip
+        self.body = BodyRefiner(partial_model, partial_select, PoseFitConfig(iterations=partial_iterations, tighten_steps=PARTIAL_TIGHTEN_STEPS))
         self.spectral = SpectralRefiner()
         self.template_spectral = SpectralRefiner(SpectralConfig(max_points=14000))  # the template's own mesh Laplacian
 

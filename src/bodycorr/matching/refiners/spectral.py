@@ -292,7 +292,7 @@ class SpectralRefiner:
         cfg = self.config
         sd, td = a.descriptors[sb.sample].astype(np.float32), b.descriptors[tb.sample].astype(np.float32)
         fit = (sb.fit, tb.fit)
-        run = lambda p, k0, k1, w: zoomout(p, sb.evecs, tb.evecs, sd, td, k0, k1, cfg.step, w, fit)  # noqa: E731
+        run = lambda p, k0, k1, w, step=cfg.step: zoomout(p, sb.evecs, tb.evecs, sd, td, k0, k1, step, w, fit)  # noqa: E731
         start = tb.nearest[np.asarray(start)[sb.sample]]  # each source sample's match, as a target sample
         info: dict = {"laplacian": [sb.laplacian, tb.laplacian], "points": [len(sb.sample), len(tb.sample)]}
         if cfg.flip_test and ctx.extractor is not None:
@@ -311,7 +311,7 @@ class SpectralRefiner:
         info["drift"] = {"rule": cfg.drift, "anchored_run": bool(twin)}
         keep, p2p = "free", free
         if twin:
-            anchored = zoomout(start, sb.evecs, tb.evecs, sd, td, cfg.k_init, cfg.k_final, cfg.anchor_step, cfg.anchor_weight, fit)
+            anchored = run(start, cfg.k_init, cfg.k_final, cfg.anchor_weight, cfg.anchor_step)
             ratio = agreement(sd, td, free) / max(agreement(sd, td, anchored), 1e-9)
             cover["anchored"] = len(np.unique(anchored)) / len(tb.sample)
             keep = {"coverage": "anchored" if cover["anchored"] > cover["free"] else "free",

@@ -6,7 +6,8 @@ Run:  .venv/bin/python bench/bench_refine.py [--pairs 3] [--repeats 2]
 Inputs: the first ``--pairs`` inter-subject pairs of synthetic-v1's remeshed bodies (each ~5.7k
 vertices, its own triangulation), described once with the shipped model (48 views). Timed: the
 spectral refiner's per-scan step (eigenbasis) and pair step (flip test, free and anchored ZoomOut,
-the drift test), the auto refiner on the same pair, and `register` (describe excluded: its fit and
+the drift test), the auto refiner on the same pair (per scan: eigenbasis, spectral map to the template and
+Anny's fit; per pair: the map through the two fits), and `register` (describe excluded: its fit and
 closest points). The 100k-vertex scan is a remeshed body subdivided twice (each triangle into 4),
 refined spectrally in a child process whose peak resident memory is read from the OS.
 """
@@ -65,9 +66,14 @@ def big_scan_child() -> None:
     pa, pb = ref.prepare(da, ctx), ref.prepare(db, ctx)
     out = ref.refine(pa, pb, match(da.descriptors, db.descriptors, da.consistency, source_points=da.points), ctx)
     t_ref = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    auto = get_refiner("auto")
+    t0 = time.perf_counter()
+    auto.refine(auto.prepare(da, ctx), auto.prepare(db, ctx), match(da.descriptors, db.descriptors, da.consistency, source_points=da.points), ctx)
+    t_auto = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"vertices": big.num_vertices, "describe_s": t_desc, "refine_s": t_ref, "peak_rss_mb": rss / 1024,
-                      "rss_before_refine_mb": rss0 / 1024, "laplacian": out.info["laplacian"]}))  # fmt: skip
+    print(json.dumps({"vertices": big.num_vertices, "describe_s": t_desc, "refine_s": t_ref, "auto_s": t_auto, "peak_rss_mb": rss / 1024,
+                      "rss_after_spectral_mb": rss1 / 1024, "rss_before_refine_mb": rss0 / 1024, "laplacian": out.info["laplacian"]}))  # fmt: skip
 
 
 def main() -> None:
@@ -91,7 +97,8 @@ def main() -> None:
     ctx = RefineContext(ex, 48)
     ctx.template()
     times: dict[str, list[float]] = {"spectral prepare (per scan)": [], "spectral pair step": [], "spectral pair total": [],
-                                     "register (fit + closest)": []}  # fmt: skip
+                                     "auto per scan (basis, map to template, fit)": [], "auto pair step (through fits)": [],
+                                     "auto pair total": [], "register (fit + closest)": []}  # fmt: skip
     for a_idx, b_idx in r.suite.inter[: a.pairs]:
         ms, mt = r.mesh(int(a_idx)), r.mesh(int(b_idx))
         da, db = (describe(ScanInput("mesh", m.vertices, m.name, mesh=m), ex, 48, "z") for m in (ms, mt))
@@ -106,6 +113,16 @@ def main() -> None:
             times["spectral prepare (per scan)"].append((t1 - t0) / 2)
             times["spectral pair step"].append(t2 - t1)
             times["spectral pair total"].append(t2 - t0)
+        auto = get_refiner("auto")
+        t0 = time.perf_counter()
+        pa, pb = auto.prepare(da, ctx), auto.prepare(db, ctx)
+        auto._fit(pa, ctx), auto._fit(pb, ctx)
+        t1 = time.perf_counter()
+        auto.refine(pa, pb, init, ctx)
+        t2 = time.perf_counter()
+        times["auto per scan (basis, map to template, fit)"].append((t1 - t0) / 2)
+        times["auto pair step (through fits)"].append(t2 - t1)
+        times["auto pair total"].append(t2 - t0)
         reg = register_scan(ScanInput("mesh", ms.vertices, ms.name, mesh=ms), ex, 48, "z")
         times["register (fit + closest)"].append(reg.seconds["fit"] + reg.seconds["closest"])
     print(f"{'step':34s} {'median s':>9s} {'min s':>7s}  (n)")
@@ -114,8 +131,9 @@ def main() -> None:
     got = subprocess.run([sys.executable, __file__, "--big-child"], capture_output=True, text=True, check=True)
     big = json.loads(got.stdout.strip().splitlines()[-1])
     print(f"100k-vertex scan ({big['vertices']} vertices, {big['laplacian'][0]} Laplacian of a farthest-point sample): "
-          f"describe {big['describe_s']:.1f} s, spectral refine {big['refine_s']:.1f} s, "
-          f"peak memory {big['peak_rss_mb']:.0f} MB ({big['rss_before_refine_mb']:.0f} MB before refining)")  # fmt: skip
+          f"describe {big['describe_s']:.1f} s, spectral refine {big['refine_s']:.1f} s, auto refine {big['auto_s']:.1f} s, "
+          f"peak memory {big['peak_rss_mb']:.0f} MB ({big['rss_before_refine_mb']:.0f} MB before refining, "
+          f"{big['rss_after_spectral_mb']:.0f} MB after the spectral one)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -150,10 +150,16 @@ def test_auto_tells_complete_scans_from_partial_ones():
     assert not is_complete(Described(depth, depth.points, np.zeros((100, 3)), np.ones(100), np.array([0, 0, 1.0]), 0.0))
 
 
-def test_auto_chooses_spectral_for_two_complete_meshes(rng):
+def test_auto_without_a_network_matches_two_complete_meshes_spectrally(rng):
+    """The body fits need the template's descriptors; with no network (and with complete="spectral") two complete scans meet spectrally."""
+    from bodycorr.matching.refiners.auto import AutoRefiner
+
+    with pytest.raises(BodycorrError, match="complete="):
+        AutoRefiner(complete="graph")
     a, b, da, db, start = _pair(rng, wrong=0.0)
     ctx = RefineContext()
     auto = get_refiner("auto")
+    assert auto.complete == "fit"
     sa, sb = _described(a, da), _described(b, db)
     initial = match(sa.descriptors, sb.descriptors, source_points=a.vertices)
     # without a network the spectral step runs without its flip test

@@ -289,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("target")
     _scan_options(m)
     m.add_argument("--refine", default="auto", choices=REFINERS,
-                   help="auto (default): spectral when both scans are complete meshes or clouds; otherwise through the template, "
-                        "a partial scan via Anny fitted onto it, a complete one via a spectral map to the template; "
+                   help="auto (default): Anny fitted onto both scans (a complete mesh or cloud from its spectral map to the template "
+                        "and its descriptors, a partial scan from its descriptors) and the map read through the two fits, "
+                        "writing them; "
                         "none: plain nearest neighbours; spectral: ZoomOut anchored to the descriptors, whole-body flips tested; "
                         "template: fit the body template onto both scans (mirror-aware) and map through it, writing the fitted "
                         "templates; body: the same with the Anny body (pose and shape) fitted first; register: deform the source "
@@ -312,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--refine", choices=[r for r in REFINERS if r != "register"], default="auto",
-                   help="refine as `match --refine` does (default auto: the view through Anny fitted onto it, the full mesh through "
-                        "a spectral map to the template; none: the plain map)")
+                   help="refine as `match --refine` does (default auto: Anny fitted onto the view and onto the full mesh, "
+                        "the latter from its spectral map to the template, and the map read through the fits; none: the plain map)")
     _json_option(d)
     d.set_defaults(func=_cmd_demo)
     tr = sub.add_parser("track", help="track the template through a depth sequence (performance capture from one camera)")

@@ -466,6 +466,7 @@ class RefinerMethod(ModelMethod):
 REFINER_SPECS = {
     "refine": ("register", {}, "refine"), "fit": ("template", {}, "template fit"), "body": ("body", {"model": "body"}, "body fit"),
     "bodyfit": ("body", {}, "body + graph fit"), "spectral": ("spectral", {}, "spectral"), "auto": ("auto", {}, "auto"),
+    "autospectral": ("auto", {"complete": "spectral"}, "auto (spectral)"),
 }  # fmt: skip
 
 
@@ -474,7 +475,7 @@ def make_method(spec: str | None, views: int = 48, device: str = "cpu", up: str 
     a model file or training checkpoint, None or "shipped" for the shipped model, or
     ``<refinement>:<model file or 'shipped'>`` for that model's map refined (:data:`REFINER_SPECS`):
     ``spectral:`` ZoomOut anchored to the descriptors, ``auto:`` what ``bodycorr match`` does by
-    default, ``refine:`` non-rigid registration of the source onto the target, ``fit:`` through the
+    default (``autospectral:`` the same with complete scans matched spectrally, its earlier default), ``refine:`` non-rigid registration of the source onto the target, ``fit:`` through the
     template registered onto both shapes (mirror-aware), ``body:`` the same through Anny's pose and
     shape fitted onto both, ``bodyfit:`` the body fit followed by the deformation graph."""
     prefix = spec.split(":", 1)[0] if spec else ""

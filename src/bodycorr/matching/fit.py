@@ -213,14 +213,70 @@ def fit_template(
     return TemplateFit(np.asarray(best.vertices), float(best.energies[-1]), len(starts), len(si), time.perf_counter() - t0)
 
 
+def fit_body_to_map(points: np.ndarray, template_vertex: np.ndarray, body: Template, config: PoseFitConfig,
+                    descriptors: np.ndarray | None = None, consistency: np.ndarray | None = None,
+                    template_descriptors: np.ndarray | None = None, descriptor_weight: float = 1.0,
+                    max_matches: int = 4000, descriptor_matches: int = 2000, starts: int = 2, seed: int = 0) -> TemplateFit:  # fmt: skip
+    """Anny fitted onto a complete scan from a dense map of the scan onto the template (the spectral
+    map, :class:`~bodycorr.matching.refiners.spectral.SpectralRefiner`) rather than from descriptor
+    matches alone: the map is tight and whole-body consistent, and the fit adds what a map between
+    two bodies of different build lacks, each body's own limb lengths and pose.
+
+    Where the map went wrong over a whole region (an arm held against the torso mapped onto the
+    torso), no match pulls the template's arm to the scan's, and the fit inherits the error. So the
+    scan's descriptor matches (:func:`template_matches`, each pulling its template vertex or that
+    vertex's mirror) join the map's, at ``descriptor_weight`` times their confidence: where the two
+    disagree the robust kernel sides with the matches the rest of the body can satisfy. On the 40
+    tuning scans of ``bench/bench_template_probe.py`` (see :class:`~bodycorr.matching.refiners.auto.AutoRefiner`).
+
+    Args:
+        points: (N, 3) the scan's points (metres), also the closest-point term's target.
+        template_vertex: (N,) each point's template vertex.
+        body: the Anny :class:`~bodycorr.body.template.Template`.
+        config: the body fit's settings (its ``select`` should compare the fits with the scan).
+        descriptors, consistency, template_descriptors: (N, D), (N,) or None, (Vt, D): the
+            descriptor matches' inputs (None: the map's matches alone).
+        max_matches, descriptor_matches: how many of each drive the fit, spread over the scan
+            (:func:`~bodycorr.geometry.sampling.voxel_best`).
+        starts: rigid starts fitted (:func:`~bodycorr.geometry.nonrigid.rigid_starts`).
+    """
+    t0 = time.perf_counter()
+    points = np.asarray(points, dtype=np.float64)
+    u = np.asarray(template_vertex, dtype=np.int64)
+    if points.ndim != 2 or points.shape[1] != 3 or u.shape != (len(points),):
+        raise BodycorrError(f"fit_body_to_map: points {points.shape} and template_vertex {u.shape} must be (N, 3) and (N,).")
+    if len(u) < 3 or u.min() < 0 or u.max() >= body.num_vertices:
+        raise BodycorrError(f"fit_body_to_map: need at least 3 points mapped to template vertices in [0, {body.num_vertices}).")
+    sel = voxel_best(points, np.ones(len(u)), max_matches, rng=np.random.default_rng(seed))
+    si, tp, w = u[sel], points[sel], np.ones(len(sel))
+    alt = si.copy()
+    if descriptors is not None and template_descriptors is not None and descriptor_weight > 0 and body.symmetry is not None:
+        di, dp, dw = template_matches(points, descriptors, consistency, template_descriptors, FitConfig(max_matches=descriptor_matches),
+                                      np.random.default_rng(seed + 1))  # fmt: skip
+        si, tp, w, alt = np.r_[si, di], np.r_[tp, dp], np.r_[w, descriptor_weight * dw], np.r_[alt, np.asarray(body.symmetry)[di]]
+    found = rigid_starts(body.mesh.vertices, si, alt, tp, w)[: max(1, starts)]
+    kept = fit_pose(body, si, tp, w, [tr for tr, _ in found], alternatives=alt, scan=points, config=config)
+    return TemplateFit(kept.vertices, kept.energy, len(found), len(si), time.perf_counter() - t0, body=kept)
+
+
 def map_via_template(source_points: np.ndarray, source_fit: TemplateFit, target_points: np.ndarray,
-                     target_fit: TemplateFit) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                     target_fit: TemplateFit, faces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Map every source point through the fitted templates: source point -> nearest vertex of the
-    source's fitted template -> the same vertex on the target's fitted template -> nearest target point.
+    source's fitted template (with the template's ``faces`` (F, 3): its closest place on that
+    surface, as a face and barycentrics) -> the same vertex (place) on the target's fitted template
+    -> nearest target point.
 
     Returns (N_source,) int64 target point indices and (N_source,) distances (m) from each chosen
     target point to the template point it stands for (how well the target's fit reaches it).
     """
-    u = cKDTree(source_fit.vertices).query(np.asarray(source_points, dtype=np.float64), workers=1)[1]
-    d, idx = cKDTree(np.asarray(target_points, dtype=np.float64)).query(target_fit.vertices[u], workers=1)
+    src = np.asarray(source_points, dtype=np.float64)
+    if faces is None:
+        q = target_fit.vertices[cKDTree(source_fit.vertices).query(src, workers=1)[1]]
+    else:
+        from bodycorr.geometry.closest import SurfaceLocator
+
+        faces = np.asarray(faces, dtype=np.int64)
+        got = SurfaceLocator(source_fit.vertices, faces).query(src)
+        q = np.einsum("nk,nkd->nd", got.bary, np.asarray(target_fit.vertices, dtype=np.float64)[faces[got.face]])
+    d, idx = cKDTree(np.asarray(target_points, dtype=np.float64)).query(q, workers=1)
     return idx.astype(np.int64), d

@@ -8,8 +8,8 @@ the plain nearest-neighbour map between two described scans into a better one:
 * ``template`` (:mod:`.template`): the body template registered onto both scans (deformation graph);
 * ``body`` (:mod:`.body`): Anny's pose and shape fitted onto both, then the graph;
 * ``register`` (:mod:`.register`): the source mesh deformed onto the target (Wei et al.'s CNN-S);
-* ``auto`` (:mod:`.auto`, the default): spectral when both scans are complete; otherwise the pair
-  meets on the template, a partial side through the Anny fit, a complete side spectrally.
+* ``auto`` (:mod:`.auto`, the default): every pair meets on the template through Anny fitted onto
+  both scans (a complete one from its spectral map to the template, a partial one from its descriptors).
 
 A new refiner is one module with a class following :class:`~.base.Refiner` and a line in
 :data:`~.base.REGISTRY` (``register_refiner``).

@@ -1,4 +1,4 @@
-"""The default refinement: each side by what it is. Two complete scans (closed meshes, clouds) are refined spectrally; a partial scan goes through Anny fitted onto it, a complete one facing it through a spectral map to the template."""
+"""The default refinement: Anny fitted onto each scan by what it is (a complete scan from its spectral map to the template, a partial one from its descriptors), and every pair mapped through the two fits."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
+from bodycorr.common.errors import BodycorrError
 from bodycorr.matching.correspond import Correspondences, match
 from bodycorr.matching.describe import Described
 from bodycorr.matching.refiners.base import Prepared, Refined, RefineContext, correspondences_from_map
@@ -36,24 +37,52 @@ def is_complete(described: Described) -> bool:
 # per view (``--variants t100,t200``).
 PARTIAL_TIGHTEN_STEPS = 200  # PoseFitConfig's own closest_point (0.5) and no energy guard
 
+# The body fit of a complete scan from its spectral map to the template (AutoRefiner(complete="fit")).
+COMPLETE_ITERATIONS = 400
+COMPLETE_TIGHTEN_STEPS = 200
+
 ROUTE = "template route"  # Refined.refiner of a pair that met on the template
 
 
 class AutoRefiner:
-    """Two complete scans: :class:`~bodycorr.matching.refiners.spectral.SpectralRefiner` directly.
-    Otherwise the pair meets on the template. A partial scan (a depth view, an open mesh) has no
-    whole-body eigenbasis to match, so Anny is fitted onto it (pose and shape, mirror-aware:
-    :class:`~bodycorr.matching.refiners.body.BodyRefiner`, without the graph step) and its points take
-    the template vertex they lie on. A complete side facing it needs no fit: it is mapped to and
-    from the template spectrally (the template as the other shape), which on complete meshes is far
-    tighter than a fitted body (synthetic-v1, full-full inter: body fit 9.6 cm, spectral 2.7). What
-    was chosen, and why, is in :attr:`~bodycorr.matching.refiners.base.Refined.info` (``auto``).
+    """Every pair meets on the template, through Anny fitted onto each scan.
+
+    * A **complete** scan (a closed mesh, a cloud) is first mapped onto the template spectrally
+      (:class:`~bodycorr.matching.refiners.spectral.SpectralRefiner` with the template as the other
+      shape: flip-tested, drift-guarded), and Anny is fitted onto it from that map together with its
+      descriptor matches (:func:`~bodycorr.matching.fit.fit_body_to_map`). ZoomOut between two people
+      of different build keeps near-isometric maps that slide whole limbs (a thigh 10 cm off along
+      itself); the fitted body has each person's own limb lengths and pose, and the map read through
+      two fits has neither that slide nor ZoomOut's scatter. On the 16 + 8 tuning pairs outside the
+      benchmark's (``bench/bench_template_probe.py --descriptor-weight 1 --methods direct,fit``):
+      direct ZoomOut 3.20 / 2.55 cm inter / intra (worst 5.07 / 4.71), through the fits **2.50 / 1.83**
+      (worst 5.11 / 2.76), flips 0.17 -> 0.03 %; every one of the 40 scans' own map to the template
+      was tighter after the fit (e.g. 3.56 -> 0.75 cm, rest-template distance). From the spectral map
+      alone an arm held against the torso, mapped onto the torso, stayed there (worst pair 11.7 cm):
+      the descriptor matches (each may pull its vertex or the mirror) bring it back. ``complete=
+      "spectral"`` keeps the earlier route (ZoomOut directly between two complete scans).
+    * A **partial** scan (a depth view, an open mesh) has no whole-body eigenbasis: Anny is fitted onto
+      it from its descriptor matches (pose and shape, mirror-aware:
+      :class:`~bodycorr.matching.refiners.body.BodyRefiner` without the graph step).
+
+    Each source point takes its closest place on its fit, that place on the target's fit, and the
+    target point nearest it (:func:`~bodycorr.matching.fit.map_via_template`). Without a descriptor
+    network (no template descriptors) two complete scans meet spectrally. What was chosen, and why, is
+    in :attr:`~bodycorr.matching.refiners.base.Refined.info` (``auto``).
     """
 
     name = "auto"
 
-    def __init__(self, partial_select: str = "residual", partial_model: str = "body", partial_iterations: int = 400):
-        """``partial_select``: how the body fit of a partial scan keeps one of its candidates
+    def __init__(self, partial_select: str = "residual", partial_model: str = "body", partial_iterations: int = 400,
+                 complete: str = "fit"):  # fmt: skip
+        """``complete``: how a complete scan meets the other side. ``fit`` (default): Anny fitted onto it
+        from its spectral map to the template (:func:`~bodycorr.matching.fit.fit_body_to_map`, with its
+        descriptor matches), and every pair mapped through the two fits
+        (:func:`~bodycorr.matching.fit.map_via_template`, closest place on the surface); ``spectral``
+        (the earlier default): two complete scans ZoomOut directly, one facing a partial scan through its
+        spectral maps to and from the template.
+
+        ``partial_select``: how the body fit of a partial scan keeps one of its candidates
         (:attr:`~bodycorr.matching.fit.FitConfig.select`). ``residual`` (scan-to-body distance, over
         2 rigid starts x 2 mirror penalties): on 12 + 8 tuning pairs outside the benchmark's
         (noisy view -> remeshed full mesh, ``bench/bench_partial_tune.py``) it gave 7.3 / 7.0 cm
@@ -75,7 +104,11 @@ class AutoRefiner:
         from bodycorr.matching.refiners.body import BodyRefiner
         from bodycorr.matching.refiners.spectral import SpectralConfig, SpectralRefiner
 
+        if complete not in ("fit", "spectral"):
+            raise BodycorrError(f"auto refiner: complete={complete!r}; use 'fit' or 'spectral'.")
+        self.complete = complete
         self.body = BodyRefiner(partial_model, partial_select, PoseFitConfig(iterations=partial_iterations, tighten_steps=PARTIAL_TIGHTEN_STEPS))
+        self.complete_pose = PoseFitConfig(iterations=COMPLETE_ITERATIONS, select="residual", tighten_steps=COMPLETE_TIGHTEN_STEPS)
         self.spectral = SpectralRefiner()
         self.template_spectral = SpectralRefiner(SpectralConfig(max_points=14000))  # the template's own mesh Laplacian
 
@@ -93,10 +126,14 @@ class AutoRefiner:
     def prepare(self, described: Described, ctx: RefineContext) -> Prepared:
         t0 = time.perf_counter()
         if is_complete(described):
-            data = {"complete": True, "spectral": self.spectral.prepare(described, ctx), "to_template": None, "from_template": None}
+            data = {"complete": True, "spectral": self.spectral.prepare(described, ctx), "to_template": None, "from_template": None, "fit": None}
         else:
             data = {"complete": False, "fit": self.body.prepare(described, ctx).data}
-        return Prepared(described, data, time.perf_counter() - t0)
+        p = Prepared(described, data, time.perf_counter() - t0)
+        if data["complete"] and self.complete == "fit" and ctx.extractor is not None:
+            self._fit(p, ctx)  # per scan, so that it is timed and cached with the scan
+            p = Prepared(described, data, time.perf_counter() - t0)
+        return p
 
     def _spectral_side(self, p: Prepared, direction: str, ctx: RefineContext) -> np.ndarray:
         """A complete scan's spectral map ``to_template`` ((N,) template vertex per point) or
@@ -110,9 +147,35 @@ class AutoRefiner:
             p.data[direction] = start if own.data is None else self.spectral.map(a, sa, b, sb, start, ctx)[0]
         return p.data[direction]
 
+    def _fit(self, p: Prepared, ctx: RefineContext):
+        """The scan's Anny fit (:class:`~bodycorr.matching.fit.TemplateFit`): a partial scan's from
+        :meth:`prepare`, a complete scan's from its spectral map to the template (once per scan)."""
+        if p.data["fit"] is None:
+            from bodycorr.matching.fit import fit_body_to_map
+
+            t0 = time.perf_counter()
+            t, tdesc = ctx.template()
+            d = p.described
+            u = self._spectral_side(p, "to_template", ctx)
+            p.data["fit"] = fit_body_to_map(d.points, u, t, self.complete_pose, d.descriptors, d.consistency, tdesc)
+            p.data["fit_seconds"] = time.perf_counter() - t0
+        return p.data["fit"]
+
     def refine(self, source: Prepared, target: Prepared, initial: Correspondences, ctx: RefineContext) -> Refined:
         t0 = time.perf_counter()
         a, b = source.described, target.described
+        if self.complete == "fit" and ctx.extractor is not None:  # the fits need the template's descriptors
+            from bodycorr.matching.fit import map_via_template
+
+            fa, fb = self._fit(source, ctx), self._fit(target, ctx)
+            idx, _ = map_via_template(a.points, fa, b.points, fb, ctx.template()[0].mesh.faces)
+            corr = correspondences_from_map(idx, a.points, b.points, a.descriptors, b.descriptors)
+            how = {True: "Anny fitted from its spectral map to the template and its descriptors", False: "Anny fitted from its descriptors"}
+            partial = [side for side, p in (("source", source), ("target", target)) if not p.data["complete"]]
+            info = {"auto": {"chose": ROUTE, "why": f"a partial scan ({', '.join(partial)})" if partial else "both scans complete",
+                             "source": how[source.data["complete"]], "target": how[target.data["complete"]]},
+                    "fit_seconds": [round(float(p.data.get("fit_seconds", p.seconds)), 2) for p in (source, target)]}  # fmt: skip
+            return Refined(corr, ROUTE, (fa, fb), info, time.perf_counter() - t0)
         if source.data["complete"] and target.data["complete"]:
             out = self.spectral.refine(source.data["spectral"], target.data["spectral"], initial, ctx)
             info = {"auto": {"chose": out.refiner, "why": "both scans complete"}, **out.info}

@@ -231,9 +231,14 @@ def test_flying_pixels_are_removed():
 
 
 @pytest.mark.slow
-def test_default_refinement_takes_odd_input(tmp_path, model_file):
+def test_default_refinement_takes_odd_input(tmp_path, model_file, monkeypatch):
     """The default refinement on what users have besides clean bodies gives a map, never a crash:
-    a mesh of two components, a few hundred cloud points, a mesh with a hole (partial: the body route)."""
+    a mesh of two components, a few hundred cloud points (complete: fitted from their spectral maps),
+    a mesh with a hole (partial: fitted from its descriptors)."""
+    import bodycorr.matching.refiners.auto as auto_mod
+
+    monkeypatch.setattr(auto_mod, "COMPLETE_ITERATIONS", 20)  # a map, not a converged fit, is what is checked
+    monkeypatch.setattr(auto_mod, "COMPLETE_TIGHTEN_STEPS", 5)
     v, f = _sphere()
     body = Mesh(v * [0.3, 0.2, 0.9], f)
     save_mesh(body, tmp_path / "body.ply")
@@ -242,11 +247,11 @@ def test_default_refinement_takes_odd_input(tmp_path, model_file):
     save_point_cloud(PointCloud(body.vertices[::2][:300]), tmp_path / "few.xyz")
     keep = body.vertices[f].mean(1)[:, 1] < 0.05  # most of the back cut away: a partial scan
     save_mesh(Mesh(body.vertices, f[keep]), tmp_path / "holed.ply")
-    for src, expect in (("two.ply", "spectral"), ("few.xyz", "spectral"), ("holed.ply", "template route")):
+    for src, why in (("two.ply", "both scans complete"), ("few.xyz", "both scans complete"), ("holed.ply", "a partial scan (source)")):
         out = tmp_path / f"out_{src}"
         match_files(str(tmp_path / src), str(tmp_path / "body.ply"), str(out), MatchOptions(model=str(model_file), views=4, up="z"))
         s = json.loads((out / "summary.json").read_text())
-        assert s["refined_by"] == expect, (src, s["refine_info"])
+        assert s["refined_by"] == "template route" and s["refine_info"]["auto"]["why"] == why, (src, s["refine_info"])
         t = np.load(out / "correspondences.npz")["target_index"]
         assert t.min() >= 0 and t.max() < len(v)
 

@@ -226,8 +226,8 @@ def fit_body_to_map(points: np.ndarray, template_vertex: np.ndarray, body: Templ
     torso), no match pulls the template's arm to the scan's, and the fit inherits the error. So the
     scan's descriptor matches (:func:`template_matches`, each pulling its template vertex or that
     vertex's mirror) join the map's, at ``descriptor_weight`` times their confidence: where the two
-    disagree the robust kernel sides with the matches the rest of the body can satisfy. On the 40
-    tuning scans of ``bench/bench_template_probe.py`` (see :class:`~bodycorr.matching.refiners.auto.AutoRefiner`).
+    disagree the robust kernel sides with the matches the rest of the body can satisfy (measured on
+    the tuning pairs of ``bench/bench_template_probe.py``: :class:`~bodycorr.matching.refiners.auto.AutoRefiner`).
 
     Args:
         points: (N, 3) the scan's points (metres), also the closest-point term's target.

@@ -39,12 +39,19 @@ def test_fit_recovers_the_scan_from_side_blind_matches():
     assert fit.starts_tried >= 1 and fit.matches > 100
 
 
-def test_map_via_template_between_two_scans():
+@pytest.fixture(scope="module")
+def two_fitted_scans():
+    """Two bends of the tube pair and the template fitted onto each: (template, a, b, fit a, fit b)."""
     template, sym = mirrored_pair()
     desc = _side_blind_descriptors(template.vertices)
     a, b = _scan(template, 40.0, [0, 0, 0]), _scan(template, -30.0, [0.05, 0, 0])
     fa = fit_template(a, desc, None, template, desc, sym, target=Mesh(a, template.faces, "a"), config=FAST)
     fb = fit_template(b, desc, None, template, desc, sym, target=Mesh(b, template.faces, "b"), config=FAST)
+    return template, a, b, fa, fb
+
+
+def test_map_via_template_between_two_scans(two_fitted_scans):
+    template, a, b, fa, fb = two_fitted_scans
     m, d = map_via_template(a, fa, b, fb)
     assert d.shape == m.shape and np.median(d) < 0.01  # the target's fit lands on its own points
     # the truth is vertex i -> vertex i (same topology): errors in metres on the rest shape
@@ -116,12 +123,8 @@ def test_template_matches_round_trip_drops_doubtful_matches():
     assert np.allclose(w, 1.0)  # mutual matches keep their full confidence
 
 
-def test_map_via_template_through_the_surface_is_at_least_as_tight():
-    template, sym = mirrored_pair()
-    desc = _side_blind_descriptors(template.vertices)
-    a, b = _scan(template, 40.0, [0, 0, 0]), _scan(template, -30.0, [0.05, 0, 0])
-    fa = fit_template(a, desc, None, template, desc, sym, target=Mesh(a, template.faces, "a"), config=FAST)
-    fb = fit_template(b, desc, None, template, desc, sym, target=Mesh(b, template.faces, "b"), config=FAST)
+def test_map_via_template_through_the_surface_is_at_least_as_tight(two_fitted_scans):
+    template, a, b, fa, fb = two_fitted_scans
     # points between the vertices (face centres of a): the closest surface place carries them, the nearest vertex snaps them
     q = a[template.faces].mean(1)
     truth = b[template.faces].mean(1)

@@ -170,10 +170,7 @@ class AutoRefiner:
             fa, fb = self._fit(source, ctx), self._fit(target, ctx)
             idx, _ = map_via_template(a.points, fa, b.points, fb, ctx.template()[0].mesh.faces)
             corr = correspondences_from_map(idx, a.points, b.points, a.descriptors, b.descriptors)
-            how = {True: "Anny fitted from its spectral map to the template and its descriptors", False: "Anny fitted from its descriptors"}
-            partial = [side for side, p in (("source", source), ("target", target)) if not p.data["complete"]]
-            info = {"auto": {"chose": ROUTE, "why": f"a partial scan ({', '.join(partial)})" if partial else "both scans complete",
-                             "source": how[source.data["complete"]], "target": how[target.data["complete"]]},
+            info = {"auto": _route_info(source, target, "Anny fitted from its spectral map to the template and its descriptors"),
                     "fit_seconds": [round(float(p.data.get("fit_seconds", p.seconds)), 2) for p in (source, target)]}  # fmt: skip
             return Refined(corr, ROUTE, (fa, fb), info, time.perf_counter() - t0)
         if source.data["complete"] and target.data["complete"]:
@@ -191,9 +188,14 @@ class AutoRefiner:
         else:
             idx = cKDTree(b.points).query(target.data["fit"].vertices[u], workers=1)[1]
         corr = correspondences_from_map(idx, a.points, b.points, a.descriptors, b.descriptors)
-        how = {True: "spectral map to the template", False: "Anny fit"}
-        partial = [side for side, p in (("source", source), ("target", target)) if not p.data["complete"]]
-        info = {"auto": {"chose": ROUTE, "why": f"a partial scan ({', '.join(partial)})",
-                         "source": how[source.data["complete"]], "target": how[target.data["complete"]]}}  # fmt: skip
+        info = {"auto": _route_info(source, target, "spectral map to the template", "Anny fit")}
         fits = tuple(p.data.get("fit") for p in (source, target))  # the partial side's Anny fit (None: a complete side)
         return Refined(corr, ROUTE, fits, info, time.perf_counter() - t0)
+
+
+def _route_info(source: Prepared, target: Prepared, complete_how: str, partial_how: str = "Anny fitted from its descriptors") -> dict:
+    """``Refined.info["auto"]`` of a pair that met on the template: why, and how each side got there."""
+    partial = [side for side, p in (("source", source), ("target", target)) if not p.data["complete"]]
+    how = {True: complete_how, False: partial_how}
+    return {"chose": ROUTE, "why": f"a partial scan ({', '.join(partial)})" if partial else "both scans complete",
+            "source": how[source.data["complete"]], "target": how[target.data["complete"]]}  # fmt: skip
